@@ -1,0 +1,107 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import max_abs_diff, random_images
+from tfseg.models import PraNet, build_backbone, normalize
+from tfseg.models.blocks import resize_bilinear
+from tfseg.models.pranet import PartialDecoder, ReverseAttention
+
+SIZES = [(64, 64), (64, 96)]  # one non-square
+
+
+@pytest.fixture(scope="module")
+def mobilenet_pranet():
+    return PraNet("mobilenetv2", backbone_weights=None)
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "mobilenetv2"])
+def test_four_maps_at_input_size(backbone):
+    model = PraNet(backbone, backbone_weights=None)
+    for height, width in SIZES:
+        outputs = model(random_images(2, height, width), training=False)
+        assert [tuple(o.shape) for o in outputs] == [(2, height, width, 1)] * 4
+
+
+def test_decoder_parameter_count_matches_original():
+    model = PraNet("resnet50", backbone_weights=None)
+    decoder = [model.get_layer(name) for name in ("rfb2_1", "rfb3_1", "rfb4_1", "agg1", "ra4", "ra3", "ra2")]
+    assert sum(int(np.prod(w.shape)) for l in decoder for w in l.trainable_weights) == 6_828_967
+
+
+def test_decoder_batchnorm_uses_torch_defaults(mobilenet_pranet):
+    decoder = [mobilenet_pranet.get_layer(n) for n in ("rfb2_1", "rfb3_1", "rfb4_1", "agg1", "ra4", "ra3", "ra2")]
+    decoder_bns = [l for d in decoder for l in d._flatten_layers()
+                   if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(decoder_bns) > 40
+    assert {(l.epsilon, l.momentum) for l in decoder_bns} == {(1e-5, 0.9)}
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("size", [(10, 14), (2, 3), (40, 56)])
+def test_resize_matches_tensorflow_kernels(align_corners, size):
+    x = np.random.default_rng(1).random((2, 5, 7, 3)).astype("float32")
+    if align_corners:
+        expected = tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
+    else:
+        expected = tf.image.resize(x, size, method="bilinear", antialias=False)
+    assert max_abs_diff(resize_bilinear(x, size, align_corners), expected) < 1e-5
+
+
+def test_partial_decoder_returns_one_channel_at_stride_8():
+    decoder = PartialDecoder(8)
+    out = decoder(np.ones((1, 2, 3, 8), "float32"), np.ones((1, 4, 6, 8), "float32"),
+                  np.ones((1, 8, 12, 8), "float32"))
+    assert tuple(out.shape) == (1, 8, 12, 1)
+
+
+def test_reverse_attention_residual_can_be_negative():
+    """No ReLU after the last conv: the branch can lower the previous map (remove false positives)."""
+    layer = ReverseAttention(16, 3, 2, 3)
+    feature = random_images(2, 8, 8)
+    previous = np.zeros((2, 16, 16, 1), "float32")
+    residual = np.asarray(layer(feature, previous, training=True))  # m == 0 after the resize
+    assert residual.min() < 0 < residual.max()
+
+
+def test_keras_round_trip(mobilenet_pranet, tmp_path):
+    x = random_images(1, 64, 96)
+    path = str(tmp_path / "pranet.keras")
+    mobilenet_pranet.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_config() == mobilenet_pranet.get_config()
+    assert max_abs_diff(loaded(x, training=False), mobilenet_pranet(x, training=False)) == 0.0
+
+
+def test_backbone_weights_from_a_local_file(tmp_path):
+    source = build_backbone("mobilenetv2", None)
+    path = str(tmp_path / "mobilenetv2_notop.weights.h5")
+    source.save_weights(path)
+    model = PraNet("mobilenetv2", backbone_weights=path)
+    backbone = model.get_layer("mobilenetv2_backbone")
+    assert max_abs_diff(backbone.get_weights(), source.get_weights()) == 0.0
+    with pytest.raises(FileNotFoundError, match="not found"):
+        PraNet("mobilenetv2", backbone_weights=str(tmp_path / "missing.h5"))
+
+
+def test_imagenet_download_failure_is_explained(monkeypatch):
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3]")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(ConnectionError, match="pass their path as backbone_weights"):
+        build_backbone("resnet50", "imagenet")
+
+
+def test_normalisation_per_backbone():
+    rgb = np.array([[[255.0, 0.0, 127.5]]], "float32")
+    np.testing.assert_allclose(normalize(rgb, "mobilenetv2"), [[[1.0, -1.0, 0.0]]])
+    np.testing.assert_allclose(normalize(rgb, "resnet50"), [[[127.5 - 103.939, -116.779, 255.0 - 123.68]]],
+                               rtol=1e-6)
+    np.testing.assert_allclose(normalize(rgb, "torch"),
+                               [[[(1 - 0.485) / 0.229, -0.456 / 0.224, (0.5 - 0.406) / 0.225]]], rtol=1e-6)
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        normalize(rgb, "vgg")

@@ -1,0 +1,4 @@
+"""Segmentation models: PraNet on ResNet50 / MobileNetV2 backbones."""
+
+from tfseg.models.backbones import BACKBONES, build_backbone, normalize
+from tfseg.models.pranet import PraNet

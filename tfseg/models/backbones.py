@@ -1,0 +1,90 @@
+"""Backbones as feature pyramids and their input normalisation.
+
+`build_backbone(name, weights)` returns a `keras.Model` mapping an RGB image to a dict of features keyed by
+stride, `{"P3": stride 8, "P4": stride 16, "P5": stride 32}`; heads pick levels by key.
+
+`normalize(images, backbone)` turns RGB values in [0, 255] into what the backbone's ImageNet weights expect.
+It is plain arithmetic (works on tf tensors and numpy arrays alike) and runs in the data pipeline and the
+inference path, never inside the model graph:
+
+| backbone    | normalisation                                                    | as in                                  |
+|-------------|------------------------------------------------------------------|----------------------------------------|
+| resnet50    | "caffe": RGB -> BGR, minus the ImageNet BGR mean, no scaling     | keras.applications.resnet50            |
+| mobilenetv2 | "tf": x / 127.5 - 1                                              | keras.applications.mobilenet_v2        |
+| res2net50   | "torch": (x / 255 - mean) / std, ImageNet mean/std               | torchvision ToTensor + Normalize (PraNet) |
+"""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], "float32")
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], "float32")
+CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], "float32")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    application: str  # attribute of keras.applications
+    taps: dict  # pyramid level -> layer name
+    normalization: str  # "caffe" | "tf" | "torch"
+
+
+BACKBONES = {
+    "resnet50": BackboneSpec(
+        "ResNet50",
+        {"P3": "conv3_block4_out", "P4": "conv4_block6_out", "P5": "conv5_block3_out"},  # 512/1024/2048 ch
+        "caffe",
+    ),
+    # The expansion ReLU at the start of the first stride-2 block of each level is the richest feature at that
+    # stride (192/576 channels), as the standard MobileNetV2 segmentation taps; out_relu is the 1280-ch head.
+    "mobilenetv2": BackboneSpec(
+        "MobileNetV2",
+        {"P3": "block_6_expand_relu", "P4": "block_13_expand_relu", "P5": "out_relu"},
+        "tf",
+    ),
+}
+
+
+def normalize(images, backbone):
+    """RGB in [0, 255] (float) -> the backbone's expected input (see the module table)."""
+    mode = BACKBONES[backbone].normalization if backbone in BACKBONES else _check_mode(backbone)
+    if mode == "caffe":
+        return images[..., ::-1] - CAFFE_BGR_MEAN
+    if mode == "tf":
+        return images / 127.5 - 1.0
+    return (images / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def _check_mode(name):
+    if name not in ("caffe", "tf", "torch"):
+        raise ValueError(f"Unknown backbone {name!r}; expected one of {sorted(BACKBONES)}.")
+    return name
+
+
+def build_backbone(name, weights="imagenet"):
+    """Feature pyramid `{"P3", "P4", "P5"}` of a keras.applications backbone.
+
+    weights: "imagenet" (downloaded by Keras and cached in ~/.keras/models), None (random init) or a path to a
+    weights file of the same application without its top (`*_notop.h5` or a `.weights.h5`).
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"Unknown backbone {name!r}; expected one of {sorted(BACKBONES)}.")
+    if weights not in ("imagenet", None) and not os.path.isfile(weights):
+        raise FileNotFoundError(f"Backbone weights file not found: {weights}")
+    spec = BACKBONES[name]
+    application = getattr(keras.applications, spec.application)
+    try:
+        model = application(include_top=False, weights=weights, input_shape=(None, None, 3))
+    except Exception as error:  # keras.utils.get_file raises a bare Exception on network failure
+        if weights != "imagenet" or "fetch failure" not in str(error).lower():
+            raise
+        raise ConnectionError(
+            f"Could not download the ImageNet weights of {spec.application} ({error}). On a machine without "
+            f"internet, download the '{spec.application}' no-top weights elsewhere and pass their path as "
+            "backbone_weights (or use backbone_weights=None to train from scratch)."
+        ) from error
+    features = {level: model.get_layer(layer).output for level, layer in spec.taps.items()}
+    return keras.Model(model.inputs, features, name=f"{name}_backbone")

@@ -1,0 +1,157 @@
+"""PraNet: Parallel Reverse Attention Network (Fan et al., MICCAI 2020), as in the official lib/PraNet_Res2Net.py.
+
+Layer names follow the original modules (rfb2_1, agg1, ra4 ...) so that checkpoints map one to one.
+"""
+
+import keras
+from keras import ops
+
+from tfseg.models.backbones import build_backbone
+from tfseg.models.blocks import ConvBN, ResizeLike, Upsample2x, resize_bilinear
+
+
+@keras.saving.register_keras_serializable(package="tfseg")
+class RFB(keras.layers.Layer):
+    """Receptive field block (RFB_modified): four conv-BN branches, `relu(conv_cat(concat) + conv_res(x))`."""
+
+    def __init__(self, channels=32, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = c = channels
+
+        def branch(index, k):  # 1x1, 1xk, kx1, 3x3 dilated by k
+            return [ConvBN(c, 1, name=f"branch{index}_0"), ConvBN(c, (1, k), name=f"branch{index}_1"),
+                    ConvBN(c, (k, 1), name=f"branch{index}_2"), ConvBN(c, 3, k, name=f"branch{index}_3")]
+
+        self.branches = [[ConvBN(c, 1, name="branch0_0")]] + [branch(i, k) for i, k in ((1, 3), (2, 5), (3, 7))]
+        self.conv_cat = ConvBN(c, 3, name="conv_cat")
+        self.conv_res = ConvBN(c, 1, name="conv_res")
+
+    def call(self, x, training=None):
+        outputs = []
+        for convs in self.branches:
+            y = x
+            for conv in convs:
+                y = conv(y, training=training)
+            outputs.append(y)
+        cat = self.conv_cat(ops.concatenate(outputs, axis=-1), training=training)
+        return ops.relu(cat + self.conv_res(x, training=training))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:3], self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels}
+
+
+@keras.saving.register_keras_serializable(package="tfseg")
+class PartialDecoder(keras.layers.Layer):
+    """Parallel partial decoder (`aggregation`): fuses the stride-32/16/8 RFB features into the global map.
+
+    up = x2 bilinear, align_corners=True. No activation anywhere (the original's relu is never called).
+    """
+
+    def __init__(self, channels=32, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = c = channels
+        self.up = Upsample2x(name="upsample")
+        self.conv_upsample1, self.conv_upsample2, self.conv_upsample3, self.conv_upsample4 = (
+            ConvBN(c, 3, name=f"conv_upsample{i}") for i in range(1, 5))
+        self.conv_upsample5 = ConvBN(2 * c, 3, name="conv_upsample5")
+        self.conv_concat2 = ConvBN(2 * c, 3, name="conv_concat2")
+        self.conv_concat3 = ConvBN(3 * c, 3, name="conv_concat3")
+        self.conv4 = ConvBN(3 * c, 3, name="conv4")
+        self.conv5 = keras.layers.Conv2D(1, 1, name="conv5")  # plain conv with bias
+
+    def call(self, x1, x2, x3, training=None):  # strides 32, 16, 8
+        up, t = self.up, training
+        x2_1 = self.conv_upsample1(up(x1), training=t) * x2  # stride 16
+        x3_1 = self.conv_upsample2(up(up(x1)), training=t) * self.conv_upsample3(up(x2), training=t) * x3  # 8
+        x2_2 = self.conv_concat2(ops.concatenate([x2_1, self.conv_upsample4(up(x1), training=t)], -1), training=t)
+        x3_2 = self.conv_concat3(ops.concatenate([x3_1, self.conv_upsample5(up(x2_2), training=t)], -1), training=t)
+        return self.conv5(self.conv4(x3_2, training=t))  # (B, H/8, W/8, 1)
+
+    def compute_output_shape(self, x1_shape, x2_shape, x3_shape):
+        return (*x3_shape[:3], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels}
+
+
+@keras.saving.register_keras_serializable(package="tfseg")
+class ReverseAttention(keras.layers.Layer):
+    """Reverse attention branch: `convs((1 - sigmoid(m)) * feature) + m`, m = previous map at the feature's size.
+
+    convs = 1x1 -> `filters`, `num_hidden` kxk convs each followed by ReLU, then an `out_kernel` conv -> 1.
+    Every conv is conv + BN; no ReLU after the last one (a ReLU there, as in the earlier TF port, makes the
+    residual non-negative so a branch could never remove a false positive).
+    RA4: (256, k=5, 3 hidden, out 1x1); RA3, RA2: (64, k=3, 2 hidden, out 3x3).
+    """
+
+    def __init__(self, filters, kernel_size, num_hidden, out_kernel, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.num_hidden, self.out_kernel = filters, kernel_size, num_hidden, out_kernel
+        self.convs = ([ConvBN(filters, 1, name="conv1")]
+                      + [ConvBN(filters, kernel_size, name=f"conv{i + 2}") for i in range(num_hidden)]
+                      + [ConvBN(1, out_kernel, name=f"conv{num_hidden + 2}")])
+
+    def call(self, feature, previous, training=None):
+        shape = ops.shape(feature)
+        m = resize_bilinear(previous, (shape[1], shape[2]))
+        x = (1.0 - ops.sigmoid(m)) * feature
+        x = self.convs[0](x, training=training)
+        for conv in self.convs[1:-1]:
+            x = ops.relu(conv(x, training=training))
+        return self.convs[-1](x, training=training) + m
+
+    def compute_output_shape(self, feature_shape, previous_shape):
+        return (*feature_shape[:3], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "num_hidden": self.num_hidden, "out_kernel": self.out_kernel}
+
+
+@keras.saving.register_keras_serializable(package="tfseg")
+class PraNet(keras.Model):
+    """PraNet on a feature-pyramid backbone.
+
+    Input: normalised RGB `(B, H, W, 3)` (see `tfseg.models.normalize`), H and W divisible by 32.
+    Output: four logit maps at the input size, `[global, ra4, ra3, ra2]` (the original's lateral_map_5, 4, 3,
+    2); `ra2` (index -1) is the prediction.
+    """
+
+    def __init__(self, backbone="resnet50", backbone_weights="imagenet", channels=32, **kwargs):
+        # === Layers ===
+        features = build_backbone(backbone, backbone_weights)
+        rfbs = [RFB(channels, name=f"rfb{i}_1") for i in (2, 3, 4)]
+        decoder = PartialDecoder(channels, name="agg1")
+        ra4 = ReverseAttention(256, 5, 3, 1, name="ra4")
+        ra3 = ReverseAttention(64, 3, 2, 3, name="ra3")
+        ra2 = ReverseAttention(64, 3, 2, 3, name="ra2")
+
+        # === Functional model ===
+        inputs = keras.Input((None, None, 3), name="image")
+        pyramid = features(inputs)
+        p3, p4, p5 = pyramid["P3"], pyramid["P4"], pyramid["P5"]  # strides 8, 16, 32
+        x2, x3, x4 = (rfb(p) for rfb, p in zip(rfbs, (p3, p4, p5)))
+        global_map = decoder(x4, x3, x2)  # stride 8
+        map4 = ra4(p5, global_map)  # stride 32
+        map3 = ra3(p4, map4)  # stride 16
+        map2 = ra2(p3, map3)  # stride 8
+        names = ("global", "ra4", "ra3", "ra2")
+        outputs = [ResizeLike(name=f"{n}_map")(m, inputs) for n, m in zip(names, (global_map, map4, map3, map2))]
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.backbone_name = backbone
+        self.backbone_weights = backbone_weights
+        self.channels = channels
+
+    def get_config(self):
+        return {"backbone": self.backbone_name, "backbone_weights": self.backbone_weights,
+                "channels": self.channels, "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        # A saved model carries its own weights: never fetch the backbone's ImageNet weights again.
+        return cls(**{**config, "backbone_weights": None})
