@@ -1,0 +1,169 @@
+"""tf.data pipelines of (image, mask) pairs: decode, resize, augment, normalise, batch.
+
+Every file is decoded to RGB float32 on the 8-bit scale [0, 255] by a decoder picked in Python from its
+extension: TF's own decoders for jpg/jpeg/bmp/gif (8-bit) and png (read as 16-bit, so 16-bit files keep their
+precision), OpenCV through `tf.numpy_function` for tif/tiff/ppm/pgm (STARE labels are greyscale PGM files named
+`.ppm`; `cv2.IMREAD_UNCHANGED` reads them). Images keep the three channels (grey replicated, alpha dropped);
+masks become one channel (see `binarize_mask`).
+"""
+
+import os
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from tfseg.data.augment import joint_augment
+from tfseg.data.sources import DatasetError
+from tfseg.models.backbones import normalize
+
+TF_8BIT, TF_16BIT, OPENCV = range(3)  # decoders, the branches of `_decode_rgb`
+DECODER_BY_EXTENSION = {
+    **dict.fromkeys((".jpg", ".jpeg", ".bmp", ".gif"), TF_8BIT),
+    ".png": TF_16BIT,
+    **dict.fromkeys((".tif", ".tiff", ".ppm", ".pgm"), OPENCV),
+}
+MULTISCALE_RATES = (0.75, 1.0, 1.25)
+
+
+def decode_pair(image_path, mask_path):
+    """(image HxWx3 float32 in [0, 255], mask HxWx1 float32 in {0, 1}) of two files."""
+    indices = tf.constant([_decoder_index(image_path), _decoder_index(mask_path)])
+    return _decode_columns(tf.constant(str(image_path)), indices[0], tf.constant(str(mask_path)), indices[1])
+
+
+def _decoder_index(path):
+    ext = os.path.splitext(str(path))[1].lower()
+    if ext not in DECODER_BY_EXTENSION:
+        raise DatasetError(f"Unsupported image extension {ext!r}: {path}")
+    return DECODER_BY_EXTENSION[ext]
+
+
+def _decode_columns(image_path, image_decoder, mask_path, mask_decoder):
+    image = _decode_rgb(image_path, image_decoder)
+    mask = binarize_mask(tf.reduce_max(_decode_rgb(mask_path, mask_decoder), axis=-1, keepdims=True))
+    return image, mask
+
+
+def _decode_rgb(path, decoder):
+    """HxWx3 float32 on the 8-bit scale, by the decoder (an int tensor) picked from DECODER_BY_EXTENSION."""
+    return tf.switch_case(decoder, {
+        TF_8BIT: lambda: _decode_tf(path, tf.uint8),
+        TF_16BIT: lambda: _decode_tf(path, tf.uint16),
+        OPENCV: lambda: _decode_cv2(path),
+    })
+
+
+def _decode_tf(path, dtype):
+    raw = tf.io.decode_image(tf.io.read_file(path), channels=3, dtype=dtype, expand_animations=False)
+    return tf.cast(raw, tf.float32) / (257.0 if dtype == tf.uint16 else 1.0)  # 65535 / 257 = 255
+
+
+def _decode_cv2(path):
+    pixels = tf.numpy_function(_read_cv2_rgb, [path], tf.float32, stateful=False)
+    pixels.set_shape([None, None, 3])
+    return pixels
+
+
+def _read_cv2_rgb(path):
+    """numpy side of `_decode_cv2`: OpenCV's BGR(A)/grey, 8 or 16 bit -> RGB float32 on the 8-bit scale."""
+    path = os.fsdecode(np.asarray(path).item())  # bytes in a tf.data graph, a 0-d array when eager
+    raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise DatasetError(f"OpenCV cannot read {path}")
+    pixels = raw.astype(np.float32) / (257.0 if raw.dtype == np.uint16 else 1.0)
+    if pixels.ndim == 2 or pixels.shape[-1] < 3:
+        return np.repeat(pixels.reshape(*pixels.shape[:2], -1)[..., :1], 3, axis=-1)
+    return np.ascontiguousarray(pixels[..., 2::-1])  # BGR(A) -> RGB
+
+
+def binarize_mask(gray):
+    """Foreground = gray > 128 on the 8-bit scale, the threshold of the PraNet evaluation protocol (colour masks
+    use their brightest channel, 16-bit ones are scaled by 1/257). A mask whose maximum is at most 1 is a 0/1
+    label map (8 or 16 bit): there foreground = gray > 0."""
+    threshold = tf.where(tf.reduce_max(gray) <= 1.0, 0.0, 128.0)
+    return tf.cast(gray > threshold, tf.float32)
+
+
+def make_dataset(pairs, backbone, input_size, batch_size, training, augment=False, seed=0,
+                 input_context=None, drop_remainder=None):
+    """Batches `(images (B, h, w, 3) normalised for backbone, masks (B, h, w, 1) in {0, 1})`, float32.
+
+    Training: the pairs are shuffled in Python with `seed` (fixed order however often the dataset is iterated;
+    the trainer builds one per epoch with seed + epoch, so a resumed run sees the same order), then optionally
+    augmented with per-sample seeds derived from (seed, pipeline id, position). Eval: file order, no augmentation.
+    Order is deterministic in both. `input_context` (tf.distribute.InputContext) shards the files and turns
+    `batch_size` (global) into the per-replica batch size. drop_remainder defaults to `training`.
+    """
+    pairs = list(pairs)
+    if not pairs:
+        raise DatasetError("make_dataset got no pairs")
+    if training:
+        pairs = [pairs[i] for i in np.random.default_rng(seed).permutation(len(pairs))]
+    num_pipelines, pipeline_id = 1, 0
+    if input_context is not None:
+        num_pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    n_local = len(range(pipeline_id, len(pairs), num_pipelines))
+    if drop_remainder and n_local < batch_size:
+        raise DatasetError(f"{n_local} sample(s) per input pipeline cannot fill one batch of {batch_size}")
+    dataset = tf.data.Dataset.from_tensor_slices(_file_columns(pairs)).shard(num_pipelines, pipeline_id)
+    size = _height_width(input_size)
+    if training:
+        parse = _train_parser(backbone, size, augment, tf.constant([seed, pipeline_id], tf.int64))
+        dataset = dataset.enumerate()
+    else:
+        parse = _eval_parser(backbone, size)
+    dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(batch_size, drop_remainder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _file_columns(pairs):
+    """(image paths, image decoders, mask paths, mask decoders): the decoders are chosen here, in Python."""
+    return (
+        [p.image for p in pairs], [_decoder_index(p.image) for p in pairs],
+        [p.mask for p in pairs], [_decoder_index(p.mask) for p in pairs],
+    )
+
+
+def _train_parser(backbone, size, augment, seed):
+    def parse(index, columns):
+        image, mask = _decode_resized(columns, size)
+        if augment:
+            image, mask = joint_augment(image, mask, tf.random.experimental.stateless_fold_in(seed, index))
+        return normalize(image, backbone), mask
+    return parse
+
+
+def _eval_parser(backbone, size):
+    def parse(*columns):
+        image, mask = _decode_resized(columns, size)
+        return normalize(image, backbone), mask
+    return parse
+
+
+def _decode_resized(columns, size):
+    """Image: bilinear with antialiasing (as PIL's bilinear resize in PraNet's loader); mask: same, then > 0.5."""
+    image, mask = _decode_columns(*columns)
+    image = tf.image.resize(image, size, "bilinear", antialias=True)
+    mask = tf.cast(tf.image.resize(mask, size, "bilinear", antialias=True) > 0.5, tf.float32)
+    return image, mask
+
+
+def _height_width(size):
+    height, width = (size, size) if np.ndim(size) == 0 else size
+    return int(height), int(width)
+
+
+def multiscale_sizes(input_size, rates=MULTISCALE_RATES):
+    """PraNet's multi-scale training sizes: `int(round(input_size * rate / 32) * 32)`, 352 -> [256, 352, 448]."""
+    return [int(round(input_size * rate / 32) * 32) for rate in rates]
+
+
+def rescale_batch(images, masks, size):
+    """Both batches resized to `size` (int or (h, w)) bilinearly with align_corners=True, as PraNet's
+    `F.upsample(..., mode='bilinear', align_corners=True)`; masks stay soft, as there."""
+    size = _height_width(size)
+    return tuple(tf.raw_ops.ResizeBilinear(images=batch, size=size, align_corners=True) for batch in (images, masks))

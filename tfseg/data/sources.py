@@ -1,0 +1,170 @@
+"""Finding, checking and splitting (image, mask) file pairs on disk. Pure Python: no TensorFlow.
+
+Layout: `root/images/<id>.<ext>` and `root/masks/<id>[_mask].<ext>`, matched by file stem (Kvasir-SEG,
+the PraNet TrainDataset/TestDataset folders and most polyp sets use it; Kaggle-style sets add `_mask`).
+"""
+
+import hashlib
+import os
+import random
+from pathlib import Path
+from typing import NamedTuple
+
+from PIL import Image
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".gif"})
+MASK_SUFFIX = "_mask"
+MAX_LISTED = 20
+
+
+class DatasetError(ValueError):
+    """A dataset on disk is missing, inconsistent or unreadable; the message says where and what."""
+
+
+class Pair(NamedTuple):
+    stem: str
+    image: str
+    mask: str
+
+
+def format_names(names, limit=MAX_LISTED):
+    """'a, b, c' for at most `limit` sorted names, then '... and N more'."""
+    names = sorted(names)
+    listed = ", ".join(names[:limit])
+    return listed + (f" ... and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def raise_listing(header, groups):
+    """Raises DatasetError(header, then 'N <description>: <names>' per group) unless every group is empty.
+
+    groups: (names, description) pairs."""
+    lines = [f"{len(names)} {description}: {format_names(names)}" for names, description in groups if names]
+    if lines:
+        raise DatasetError("\n  ".join([header, *lines]))
+
+
+def find_pairs(root, images="images", masks="masks", mask_suffix=MASK_SUFFIX):
+    """Pairs of `root/images` and `root/masks` files with the same stem (a mask stem may add `mask_suffix`),
+    sorted by stem.
+
+    Any file whose extension is in IMAGE_EXTENSIONS (any case) counts; hidden and other files are ignored.
+    Raises DatasetError for a missing folder, no images, unmatched files on either side, or two files of one
+    folder claiming the same stem (`a.jpg` and `a.png`).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"Dataset folder not found: {root}")
+    image_dir, mask_dir = root / images, root / masks
+    image_files = _files_by_stem(image_dir, strip_suffix="")
+    mask_files = _files_by_stem(mask_dir, strip_suffix=mask_suffix)
+    lonely_images = [os.path.basename(image_files[stem]) for stem in image_files.keys() - mask_files.keys()]
+    lonely_masks = [os.path.basename(mask_files[stem]) for stem in mask_files.keys() - image_files.keys()]
+    raise_listing(f"Images and masks of {root} do not match by file stem:", [
+        (lonely_images, f"image(s) in {image_dir} without a mask"),
+        (lonely_masks, f"mask(s) in {mask_dir} without an image"),
+    ])
+    return [Pair(stem, image_files[stem], mask_files[stem]) for stem in sorted(image_files)]
+
+
+def _files_by_stem(folder, strip_suffix):
+    """{stem: path} of the image files in `folder`, with `strip_suffix` removed from the end of stems."""
+    if not folder.is_dir():
+        raise DatasetError(f"Folder not found: {folder}")
+    by_stem = {}
+    for entry in os.scandir(folder):
+        name, ext = os.path.splitext(entry.name)
+        if entry.name.startswith(".") or ext.lower() not in IMAGE_EXTENSIONS or not entry.is_file():
+            continue
+        stem = name[: -len(strip_suffix)] if strip_suffix and name.endswith(strip_suffix) else name
+        by_stem.setdefault(stem, []).append(entry.path)
+    if not by_stem:
+        raise DatasetError(f"No image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}")
+    ambiguous = [os.path.basename(path) for paths in by_stem.values() if len(paths) > 1 for path in paths]
+    raise_listing(f"Several files share a stem in {folder} (keep one of each):", [(ambiguous, "file(s)")])
+    return {stem: paths[0] for stem, paths in by_stem.items()}
+
+
+def check_pairs(pairs):
+    """Reads the header of every file (PIL, no decoding): raises DatasetError for unreadable files and for
+    pairs whose image and mask sizes differ. Mismatched sizes are refused, never resized silently: a mask of
+    another size usually belongs to another image."""
+    unreadable, mismatched = [], []
+    for pair in pairs:
+        image_size, mask_size = _header_size(pair.image), _header_size(pair.mask)
+        unreadable += [path for path, size in [(pair.image, image_size), (pair.mask, mask_size)] if size is None]
+        if image_size and mask_size and image_size != mask_size:
+            (iw, ih), (mw, mh) = image_size, mask_size
+            mismatched.append(f"{pair.stem}: image {iw}x{ih}, mask {mw}x{mh}")
+    raise_listing("Unusable image/mask files:", [
+        (unreadable, "unreadable or corrupt file(s)"),
+        (mismatched, "pair(s) whose image and mask sizes differ"),
+    ])
+
+
+def _header_size(path):
+    """(width, height) from the file header, or None if PIL cannot read it or `verify()` finds it corrupt."""
+    try:
+        with Image.open(path) as image:
+            size = image.size
+            image.verify()  # cheap integrity check (PNG chunk CRCs, truncation); does not decode pixels
+        return size
+    except Exception:  # PIL raises many types (UnidentifiedImageError, SyntaxError, OSError, struct.error)
+        return None
+
+
+def split_pairs(pairs, val_fraction, seed):
+    """(train, val): a seeded shuffle of `pairs` cut at round(len * val_fraction), each part sorted by stem.
+
+    Deterministic for a seed whatever the input order; with val_fraction > 0 and at least two pairs each part
+    gets at least one pair.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise DatasetError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    shuffled = sorted(pairs)
+    random.Random(seed).shuffle(shuffled)
+    n_val = round(len(shuffled) * val_fraction)
+    if val_fraction > 0 and len(shuffled) >= 2:
+        n_val = min(max(n_val, 1), len(shuffled) - 1)
+    return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
+
+
+def split_by_file(pairs, split_file):
+    """(train, val): the pairs whose stems `split_file` lists (one id a line, blank lines ignored, an image
+    extension on an id tolerated) are val, all others train. Unknown ids raise DatasetError."""
+    path = Path(split_file)
+    if not path.is_file():
+        raise DatasetError(f"Split file not found: {path}")
+    val_ids = {_strip_image_extension(line.strip()) for line in path.read_text().splitlines() if line.strip()}
+    if not val_ids:
+        raise DatasetError(f"Split file {path} lists no ids")
+    unknown = val_ids - {pair.stem for pair in pairs}
+    raise_listing(f"The split file {path} names ids that are not in the dataset:", [(unknown, "unknown id(s)")])
+    return [p for p in pairs if p.stem not in val_ids], [p for p in pairs if p.stem in val_ids]
+
+
+def _strip_image_extension(name):
+    stem, ext = os.path.splitext(name)
+    return stem if ext.lower() in IMAGE_EXTENSIONS else name
+
+
+def check_disjoint(train, val):
+    """Raises DatasetError if an image file (by real path) or an identical image (by content) is in both
+    `train` and `val`. Equal file names alone are allowed: datasets such as CVC-ClinicDB and CVC-ColonDB both
+    number their files 1.png, 2.png, ..."""
+    shared_files = _real_paths(train) & _real_paths(val)
+    train_digests = _image_digests(train)
+    shared_images = {p.image for p in val if _digest(p.image) in train_digests}
+    raise_listing("Train and val overlap:", [(shared_files, "shared file(s)"), (shared_images, "identical image(s)")])
+
+
+def _real_paths(pairs):
+    return {os.path.realpath(path) for pair in pairs for path in (pair.image, pair.mask)}
+
+
+def _digest(path):
+    with open(path, "rb") as f:
+        return hashlib.blake2b(f.read(), digest_size=16).digest()
+
+
+def _image_digests(pairs):
+    return {_digest(p.image) for p in pairs}
