@@ -41,9 +41,10 @@ class StructureLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         maps = y_pred if isinstance(y_pred, (list, tuple)) else [y_pred]
-        mask = ops.cast(y_true, "float32")
+        dtype = keras.config.floatx()  # float32 even under mixed precision
+        mask = ops.cast(y_true, dtype)
         weights = structure_weights(mask)
-        return sum(self._per_image(mask, weights, ops.cast(logits, "float32")) for logits in maps)
+        return sum(self._per_image(mask, weights, ops.cast(logits, dtype)) for logits in maps)
 
     def _per_image(self, mask, weights, logits):
         axes = (1, 2, 3)

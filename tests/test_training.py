@@ -1,0 +1,81 @@
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import max_abs_diff, random_images, run_python
+from tfseg.export import export_savedmodel
+from tfseg.training import TrainConfig
+from tfseg.training.loop import Trainer, load_pairs
+from tfseg.training.strategy import make_strategy
+
+
+def tiny_config(polyp_dir, **overrides):
+    return TrainConfig(**{"data_path": polyp_dir, "backbone": "mobilenetv2", "backbone_weights": None,
+                          "input_size": 64, "batch_size": 4, "lr": 1e-3, **overrides})
+
+
+def test_steps_lower_the_loss_and_export_matches_inference(polyp_dir, tmp_path):
+    config = tiny_config(polyp_dir)
+    train, _ = load_pairs(config)
+    trainer = Trainer(config, make_strategy("default"))
+    images, masks = next(iter(trainer.train_dataset(train, epoch=0)))
+    losses = [float(trainer._step(images, masks, 64)) for _ in range(8)]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+    model = trainer.model
+    path = export_savedmodel(model, str(tmp_path / "savedmodel"), input_size=64)
+    reloaded = tf.saved_model.load(path)
+    for height, width in [(64, 64), (96, 64)]:
+        x = random_images(2, height, width, seed=height)
+        inference = model(x, training=False)
+        # BatchNorm statistics have moved: training mode differs, so the comparison below means something.
+        assert max_abs_diff(model(x, training=True), inference) > 1e-3
+        assert max_abs_diff(reloaded.serve(tf.constant(x)), inference) < 1e-4
+
+    rgb = np.random.default_rng(0).integers(0, 256, (1, 75, 103, 3)).astype("uint8")
+    probabilities = reloaded.serve_uint8(tf.constant(rgb)).numpy()
+    assert probabilities.shape == (1, 75, 103, 1)
+    assert 0.0 <= probabilities.min() and probabilities.max() <= 1.0
+    with open(os.path.join(path, "tfseg.json")) as f:
+        metadata = json.load(f)
+    assert metadata["input_size"] == [64, 64] and metadata["normalization"] == "tf"
+
+
+def read_log(run_dir):
+    with open(os.path.join(run_dir, "log.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_trains_exports_and_resumes(polyp_dir, tmp_path):
+    common = ["train_pranet.py", "--backbone", "mobilenetv2", "--backbone-weights", "none", "--batchsize", "4",
+              "--inputsize", "64", "--steps_per_epoch", "2", "--quiet"]
+    first = run_python(common + ["--data_path", polyp_dir, "--epoch", "1", "--logdir", str(tmp_path),
+                                 "--name", "run", "--augment", "--val_fraction", "0.25"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    assert [r["epoch"] for r in read_log(run_dir)] == ["1"]
+    for name in ("args.json", "best.weights.h5", "export/model.keras", "export/savedmodel/saved_model.pb",
+                 "export/tfseg.json"):
+        assert (run_dir / name).exists(), name
+    assert os.listdir(run_dir / "tensorboard" / "train")
+
+    resumed = run_python(["train_pranet.py", "--resume", str(run_dir), "--epoch", "2", "--quiet"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resumed" in resumed.stderr and "at epoch 1" in resumed.stderr
+    log = read_log(run_dir)
+    assert [r["epoch"] for r in log] == ["1", "2"]
+    assert all(np.isfinite(float(r["loss"])) for r in log)
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints"))
+    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 2
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 4  # 2 epochs x 2 steps
+
+
+def test_cli_reports_bad_data_clearly(tmp_path):
+    result = run_python(["train_pranet.py", "--data_path", str(tmp_path / "nowhere"), "--backbone_weights",
+                         "none"])
+    assert result.returncode != 0
+    assert "nowhere" in result.stderr

@@ -1,0 +1,233 @@
+"""PraNet training: one custom loop that runs unchanged under every tf.distribute strategy.
+
+Keras 3 `fit` fails under MultiWorkerMirroredStrategy (tensorflow#72388), so the step is `strategy.run` over
+a distributed dataset. The recipe follows the official MyTrain.py: Adam, structure loss on all four maps,
+element-wise gradient clipping, step decay `lr * decay_rate ** (epoch // decay_epoch)`, optional multi-scale
+training (each batch at 0.75/1/1.25 of the size, one optimizer step per scale).
+"""
+
+import dataclasses
+import datetime
+import logging
+import os
+
+import keras
+import tensorflow as tf
+from tqdm import tqdm
+
+from tfseg.data import pipeline, sources
+from tfseg.export import export_all
+from tfseg.losses import StructureLoss
+from tfseg.models import PraNet
+from tfseg.training.checkpoints import RunDirectory
+from tfseg.training.strategy import is_chief, make_strategy, task_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data_path: str
+    val_path: str = None  # a separate validation folder, or
+    split_file: str = None  # ids of the validation images, or
+    val_fraction: float = 0.1  # a seeded split of data_path
+    backbone: str = "resnet50"
+    backbone_weights: str = "imagenet"
+    channels: int = 32
+    epochs: int = 20
+    lr: float = 1e-4
+    batch_size: int = 16  # global, over all replicas
+    input_size: int = 352
+    gclip: float = 0.5
+    decay_rate: float = 0.1
+    decay_epoch: int = 50
+    multiscale: bool = False
+    augment: bool = False
+    weighted_bce: bool = True
+    strategy: str = "auto"
+    mixed_precision: bool = False
+    seed: int = 0
+    steps_per_epoch: int = None  # cap (quick runs); default: every full batch once
+    logdir: str = "runs"
+    run_name: str = None
+    trained_model_path: str = None  # where the final model goes (default: <run>/export)
+    export: bool = True
+
+
+def load_pairs(config):
+    """(train, val) pairs from separate folders, a split file of validation ids, or a seeded split."""
+    pairs = sources.find_pairs(config.data_path)
+    if config.val_path:
+        train, val = pairs, sources.find_pairs(config.val_path)
+        sources.check_disjoint(train, val)
+    elif config.split_file:
+        train, val = sources.split_by_file(pairs, config.split_file)
+    else:
+        train, val = sources.split_pairs(pairs, config.val_fraction, config.seed)
+    sources.check_pairs(train + val)
+    return train, val
+
+
+def dice_per_image(logits, masks):
+    """Dice of sigmoid(logits) > 0.5 per image; an image with empty mask and empty prediction scores 1."""
+    pred = tf.cast(tf.cast(logits, tf.float32) > 0.0, tf.float32)
+    inter = tf.reduce_sum(pred * masks, (1, 2, 3))
+    total = tf.reduce_sum(pred, (1, 2, 3)) + tf.reduce_sum(masks, (1, 2, 3))
+    return tf.where(total > 0, 2.0 * inter / tf.maximum(total, 1.0), 1.0)
+
+
+class Trainer:
+    """Builds model, optimizer and steps under `strategy.scope()`; `fit_epoch` runs one distributed epoch."""
+
+    def __init__(self, config, strategy):
+        self.config, self.strategy = config, strategy
+        if config.mixed_precision:  # bfloat16 keeps float32's range: no loss scaling needed, CPU and GPU alike
+            keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+        with strategy.scope():
+            self.model = PraNet(config.backbone, config.backbone_weights, config.channels)
+            self.optimizer = keras.optimizers.Adam(config.lr)
+            self.optimizer.build(self.model.trainable_variables)
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.best_dice = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
+        self.loss_fn = StructureLoss(config.weighted_bce, reduction=None)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch,
+                                              best_dice=self.best_dice)
+        self.sizes = pipeline.multiscale_sizes(config.input_size) if config.multiscale else [config.input_size]
+        self._step = tf.function(self._distributed_step)
+        self._val_dice = tf.function(lambda images, masks: dice_per_image(self.model(images, training=False)[-1], masks),
+                                     reduce_retracing=True)
+
+    def _replica_step(self, images, masks, size):
+        if size != self.config.input_size:
+            images, masks = pipeline.rescale_batch(images, masks, size)
+        with tf.GradientTape() as tape:
+            per_image = self.loss_fn(masks, self.model(images, training=True))
+            loss = tf.nn.compute_average_loss(per_image, global_batch_size=self.config.batch_size)
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        if self.config.gclip:
+            # Keras' optimizer clips before it sums the replicas' gradients; the original clips the full-batch
+            # gradient. So: sum here, clip element-wise, and give each replica 1/N back for the optimizer's sum.
+            context = tf.distribute.get_replica_context()
+            replicas = context.num_replicas_in_sync
+            if replicas > 1:
+                grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            grads = [tf.clip_by_value(g, -self.config.gclip, self.config.gclip) / replicas for g in grads]
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        return loss
+
+    def _distributed_step(self, images, masks, size):
+        losses = self.strategy.run(self._replica_step, args=(images, masks, size))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    def validate(self, dataset):
+        """Mean per-image validation Dice of the ra2 map (inference mode; the whole set on every worker)."""
+        scores = [self._val_dice(images, masks) for images, masks in dataset]
+        return float(tf.reduce_mean(tf.concat(scores, 0))) if scores else float("nan")
+
+    def train_dataset(self, pairs, epoch):
+        """Per-epoch dataset (seed + epoch: a resumed run sees the same order), repeated so that every
+        worker runs the same number of steps."""
+        c = self.config
+        fn = lambda ctx: pipeline.make_dataset(pairs, c.backbone, c.input_size, c.batch_size, training=True,
+                                                augment=c.augment, seed=c.seed + epoch, input_context=ctx).repeat()
+        return self.strategy.distribute_datasets_from_function(fn)
+
+    def fit_epoch(self, pairs, epoch, steps, progress=True):
+        """One epoch; returns the mean loss over its steps at the base size."""
+        c = self.config
+        self.optimizer.learning_rate.assign(c.lr * c.decay_rate ** (epoch // c.decay_epoch))
+        mean = keras.metrics.Mean()
+        batches = iter(self.train_dataset(pairs, epoch))
+        with tqdm(total=steps, desc=f"epoch {epoch + 1}/{c.epochs}", disable=not progress, leave=False) as bar:
+            for _ in range(steps):
+                images, masks = next(batches)
+                for size in self.sizes:
+                    loss = self._step(images, masks, size)  # one trace per scale
+                    if size == c.input_size:
+                        mean.update_state(loss)
+                bar.update()
+                bar.set_postfix(loss=f"{float(mean.result()):.4f}")
+        return float(mean.result())
+
+
+def _run_folder(config):
+    name = config.run_name or f"pranet_{config.backbone}_{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    return os.path.join(config.logdir, name)
+
+
+def resume_config(run_dir, **overrides):
+    """The configuration stored in `run_dir`, with the overrides that are not None (e.g. more epochs)."""
+    stored = RunDirectory(run_dir).read_args()
+    return TrainConfig(**{**stored, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def train_pranet(config, resume=None, progress=True):
+    """Trains PraNet as configured, or continues the run folder `resume` from its last checkpoint (pass
+    `resume_config(resume)` as config), exports the best model and returns
+    `{"run_dir", "best_dice", "history", "export"}`."""
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    run = RunDirectory(resume or _run_folder(config), chief, task_id(strategy))
+    run.write_args(config)
+    keras.utils.set_random_seed(config.seed)
+    train_pairs, val_pairs = load_pairs(config)
+    replicas_batch = config.batch_size
+    steps = len(train_pairs) // replicas_batch
+    if steps == 0:
+        raise ValueError(f"{len(train_pairs)} training images are fewer than one batch of {replicas_batch}.")
+    steps = min(steps, config.steps_per_epoch or steps)
+
+    trainer = Trainer(config, strategy)
+    manager = run.checkpoint_manager(trainer.checkpoint)
+    if resume and manager.latest_checkpoint:
+        trainer.checkpoint.restore(manager.latest_checkpoint)
+        log.info("Resumed %s at epoch %d", manager.latest_checkpoint, int(trainer.epoch.numpy()))
+    start = int(trainer.epoch.numpy())
+    run.truncate_log(start)
+    val_data = pipeline.make_dataset(val_pairs, config.backbone, config.input_size, config.batch_size,
+                                     training=False)
+    writers = {k: tf.summary.create_file_writer(os.path.join(run.tensorboard, k)) for k in ("train", "val")} \
+        if chief else {}
+    log.info("%d training / %d validation images, %d steps per epoch, run folder %s",
+             len(train_pairs), len(val_pairs), steps, run.path)
+
+    history = []
+    for epoch in range(start, config.epochs):
+        loss = trainer.fit_epoch(train_pairs, epoch, steps, progress=progress and chief)
+        dice = trainer.validate(val_data)
+        improved = dice > float(trainer.best_dice.numpy())
+        if improved:
+            trainer.best_dice.assign(dice)
+            if chief:
+                trainer.model.save_weights(run.best_weights)
+        trainer.epoch.assign(epoch + 1)
+        manager.save(checkpoint_number=epoch + 1)
+        row = {"epoch": epoch + 1, "loss": loss, "val_dice": dice,
+               "lr": float(trainer.optimizer.learning_rate.numpy())}
+        history.append(row)
+        run.append_log(row)
+        for key, value in (("train", loss), ("val", dice)):
+            if chief:
+                with writers[key].as_default():
+                    tf.summary.scalar("loss" if key == "train" else "dice", value, step=epoch + 1)
+        log.info("epoch %d/%d  loss %.4f  val dice %.4f%s", epoch + 1, config.epochs, loss, dice,
+                 "  (best)" if improved else "")
+    run.cleanup()
+
+    result = {"run_dir": run.path, "best_dice": float(trainer.best_dice.numpy()), "history": history}
+    if chief and config.export:
+        result["export"] = export_best(trainer.model, run, config)
+    return result
+
+
+def export_best(trained, run, config):
+    """Copies the best weights into a float32 single-device model (outside any strategy) and exports it."""
+    keras.mixed_precision.set_dtype_policy("float32")
+    model = PraNet.from_config(trained.get_config())
+    model.set_weights(trained.get_weights())
+    if os.path.isfile(run.best_weights):
+        model.load_weights(run.best_weights)
+    folder = config.trained_model_path or run.export
+    paths = export_all(model, folder, config.input_size)
+    log.info("Exported %s", ", ".join(f"{k}: {v}" for k, v in paths.items()))
+    return paths
