@@ -64,13 +64,14 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         run(args)
-    except (DatasetError, FileNotFoundError, ConnectionError) as error:
+    except (DatasetError, FileNotFoundError, FileExistsError, ConnectionError) as error:
         raise SystemExit(f"error: {error}")
 
 
 def run(args):
     if args.resume:
-        config = resume_config(args.resume, epochs=args.epoch, strategy=args.strategy)
+        config = resume_config(args.resume, epochs=args.epoch, strategy=args.strategy,
+                               export=False if args.no_export else None)
         result = train_pranet(config, resume=args.resume, progress=not args.quiet)
     else:
         result = train_pranet(config_from_args(args), progress=not args.quiet)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers import SHARED_DATA
 from tfseg.data import (
     DatasetError,
     Pair,
@@ -462,3 +463,19 @@ def test_write_polyp_dataset_is_deterministic(tmp_path):
     sizes = {cv2.imread(p.image).shape for p in pairs}
     assert len(sizes) > 1
     assert all(0 < np.mean(cv2.imread(p.mask, cv2.IMREAD_GRAYSCALE) > 128) < 0.6 for p in pairs)
+
+
+# ---------------------------------------------------------------- real data (skipped when absent)
+
+KVASIR = os.path.join(SHARED_DATA, "Kvasir-SEG")
+
+
+@pytest.mark.skipif(not os.path.isdir(KVASIR), reason="../shared/data/Kvasir-SEG not present")
+def test_kvasir_standard_split_and_decoding():
+    pairs = find_pairs(KVASIR)
+    check_pairs(pairs)
+    train, val = split_by_file(pairs, os.path.join(KVASIR, "pranet_kvasir_test_names.txt"))
+    assert (len(train), len(val)) == (900, 100)
+    image, mask = next(iter(make_dataset(val[:2], "resnet50", 352, 2, training=False)))
+    assert image.shape == (2, 352, 352, 3) and mask.shape == (2, 352, 352, 1)
+    assert set(np.unique(mask.numpy())) == {0.0, 1.0}

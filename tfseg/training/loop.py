@@ -20,7 +20,7 @@ from tfseg.export import export_all
 from tfseg.losses import StructureLoss
 from tfseg.models import PraNet
 from tfseg.training.checkpoints import RunDirectory
-from tfseg.training.strategy import is_chief, make_strategy, task_id
+from tfseg.training.strategy import is_chief, is_multiworker, make_strategy, task_id
 
 log = logging.getLogger(__name__)
 
@@ -167,14 +167,18 @@ def train_pranet(config, resume=None, progress=True):
     `{"run_dir", "best_dice", "history", "export"}`."""
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
-    run = RunDirectory(resume or _run_folder(config), chief, task_id(strategy))
+    if is_multiworker(strategy) and not (resume or config.run_name):
+        raise ValueError("A multi-worker run needs a run name (--name) so that every worker uses one run folder.")
+    folder = resume or _run_folder(config)
+    if chief and not resume and os.path.isfile(os.path.join(folder, "args.json")):
+        raise FileExistsError(f"Run folder {folder} already holds a run: resume it or choose another name.")
+    run = RunDirectory(folder, chief, task_id(strategy))
     run.write_args(config)
     keras.utils.set_random_seed(config.seed)
     train_pairs, val_pairs = load_pairs(config)
-    replicas_batch = config.batch_size
-    steps = len(train_pairs) // replicas_batch
+    steps = len(train_pairs) // config.batch_size
     if steps == 0:
-        raise ValueError(f"{len(train_pairs)} training images are fewer than one batch of {replicas_batch}.")
+        raise ValueError(f"{len(train_pairs)} training images are fewer than one batch of {config.batch_size}.")
     steps = min(steps, config.steps_per_epoch or steps)
 
     trainer = Trainer(config, strategy)

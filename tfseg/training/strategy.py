@@ -41,11 +41,16 @@ def make_strategy(name="auto"):
     return strategy
 
 
+def is_multiworker(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return resolver is not None and bool(resolver.task_type)
+
+
 def is_chief(strategy):
     """True on the one task that writes logs, best weights and exports (every task of a non-multiworker run)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
+    if not is_multiworker(strategy):
         return True
+    resolver = strategy.cluster_resolver
     return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
                                               and "chief" not in resolver.cluster_spec().as_dict())
 
