@@ -30,6 +30,13 @@ def test_decoder_parameter_count_matches_original():
     assert sum(int(np.prod(w.shape)) for l in decoder for w in l.trainable_weights) == 6_828_967
 
 
+def test_backbone_batchnorm_momentum_is_torch_default(mobilenet_pranet):
+    backbone = mobilenet_pranet.get_layer("mobilenetv2_backbone")
+    bns = [l for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert bns and {l.momentum for l in bns} == {0.9}
+    assert {l.epsilon for l in bns} == {1e-3}  # MobileNetV2's own, matching its ImageNet weights
+
+
 def test_decoder_batchnorm_uses_torch_defaults(mobilenet_pranet):
     decoder = [mobilenet_pranet.get_layer(n) for n in ("rfb2_1", "rfb3_1", "rfb4_1", "agg1", "ra4", "ra3", "ra2")]
     decoder_bns = [l for d in decoder for l in d._flatten_layers()

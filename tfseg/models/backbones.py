@@ -20,6 +20,8 @@ import os
 import keras
 import numpy as np
 
+from tfseg.models.blocks import TORCH_BN
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], "float32")
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], "float32")
 CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], "float32")
@@ -86,5 +88,11 @@ def build_backbone(name, weights="imagenet"):
             f"internet, download the '{spec.application}' no-top weights elsewhere and pass their path as "
             "backbone_weights (or use backbone_weights=None to train from scratch)."
         ) from error
+    # Keras' applications update their BatchNorm statistics with momentum 0.99-0.999, so a short or from-scratch
+    # run ends with inference statistics far from the trained ones. The original trains its backbone with
+    # PyTorch's default (0.1, i.e. Keras 0.9). The epsilon stays: it belongs to the pretrained weights.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = TORCH_BN["momentum"]
     features = {level: model.get_layer(layer).output for level, layer in spec.taps.items()}
     return keras.Model(model.inputs, features, name=f"{name}_backbone")

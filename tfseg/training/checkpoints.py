@@ -28,11 +28,10 @@ class RunDirectory:
         self.export = os.path.join(path, "export")
         # Every MWMS task takes part in saving a checkpoint; only the chief's copy is kept.
         self.checkpoints = os.path.join(path, "checkpoints" if chief else f".checkpoints_worker{worker_id}")
-        if chief:
-            os.makedirs(path, exist_ok=True)
 
     def write_args(self, config):
         if self.chief:
+            os.makedirs(self.path, exist_ok=True)
             with open(self.args, "w") as f:
                 json.dump(dataclasses.asdict(config), f, indent=2)
 

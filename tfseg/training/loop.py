@@ -210,10 +210,9 @@ def train_pranet(config, resume=None, progress=True):
                "lr": float(trainer.optimizer.learning_rate.numpy())}
         history.append(row)
         run.append_log(row)
-        for key, value in (("train", loss), ("val", dice)):
-            if chief:
-                with writers[key].as_default():
-                    tf.summary.scalar("loss" if key == "train" else "dice", value, step=epoch + 1)
+        for key, name, value in (("train", "loss", loss), ("val", "dice", dice)) if chief else ():
+            with writers[key].as_default():
+                tf.summary.scalar(name, value, step=epoch + 1)
         log.info("epoch %d/%d  loss %.4f  val dice %.4f%s", epoch + 1, config.epochs, loss, dice,
                  "  (best)" if improved else "")
     run.cleanup()
