@@ -81,8 +81,11 @@ class Trainer:
 
     def __init__(self, config, strategy):
         self.config, self.strategy = config, strategy
-        if config.mixed_precision:  # bfloat16 keeps float32's range: no loss scaling needed, CPU and GPU alike
+        if config.mixed_precision:  # bfloat16 keeps float32's range: no loss scaling needed
             keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+            if not tf.config.list_physical_devices("GPU"):
+                log.warning("mixed_precision on a CPU: bfloat16 is emulated on CPUs without AMX/AVX-512 BF16 "
+                            "and can be several times slower (see docs/BENCHMARKS.md)")
         with strategy.scope():
             self.model = PraNet(config.backbone, config.backbone_weights, config.channels)
             self.optimizer = keras.optimizers.Adam(config.lr)
