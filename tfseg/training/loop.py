@@ -176,7 +176,6 @@ def train_pranet(config, resume=None, progress=True):
     if chief and not resume and os.path.isfile(os.path.join(folder, "args.json")):
         raise FileExistsError(f"Run folder {folder} already holds a run: resume it or choose another name.")
     run = RunDirectory(folder, chief, task_id(strategy))
-    run.write_args(config)
     keras.utils.set_random_seed(config.seed)
     train_pairs, val_pairs = load_pairs(config)
     steps = len(train_pairs) // config.batch_size
@@ -185,6 +184,7 @@ def train_pranet(config, resume=None, progress=True):
     steps = min(steps, config.steps_per_epoch or steps)
 
     trainer = Trainer(config, strategy)
+    run.write_args(config)  # only once data and model are ready: a failed start leaves no run folder behind
     manager = run.checkpoint_manager(trainer.checkpoint)
     if resume and manager.latest_checkpoint:
         trainer.checkpoint.restore(manager.latest_checkpoint)
