@@ -1,34 +1,40 @@
-"""Datasets: (image, mask) pairs on disk (sources), tf.data pipelines (pipeline, augment), synthetic polyps."""
+"""Datasets: (image, mask) pairs on disk (sources, layouts), pixel reading (imageio), tf.data pipelines
+(pipeline, augment) and synthetic data.
 
-from tfseg.data.augment import joint_augment
-from tfseg.data.pipeline import binarize_mask, decode_pair, make_dataset, multiscale_sizes, rescale_batch
-from tfseg.data.sources import (
-    IMAGE_EXTENSIONS,
-    DatasetError,
-    Pair,
-    check_disjoint,
-    check_pairs,
-    find_pairs,
-    split_by_file,
-    split_pairs,
-)
-from tfseg.data.synthetic import polyp_sample, write_polyp_dataset
+Names are imported lazily (PEP 562), so that the numpy-only parts (sources, layouts, imageio, synthetic) work
+without importing TensorFlow: `test_model.py --pred_dir` evaluates prediction maps without it.
+"""
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "DatasetError",
-    "Pair",
-    "binarize_mask",
-    "check_disjoint",
-    "check_pairs",
-    "decode_pair",
-    "find_pairs",
-    "joint_augment",
-    "make_dataset",
-    "multiscale_sizes",
-    "polyp_sample",
-    "rescale_batch",
-    "split_by_file",
-    "split_pairs",
-    "write_polyp_dataset",
-]
+import importlib
+
+_EXPORTS = {
+    "joint_augment": "augment",
+    "binarize_mask": "pipeline",
+    "decode_pair": "pipeline",
+    "make_dataset": "pipeline",
+    "multiscale_sizes": "pipeline",
+    "rescale_batch": "pipeline",
+    "IMAGE_EXTENSIONS": "sources",
+    "DatasetError": "sources",
+    "Pair": "sources",
+    "check_disjoint": "sources",
+    "check_pairs": "sources",
+    "find_pairs": "sources",
+    "split_by_file": "sources",
+    "split_pairs": "sources",
+    "find_dataset": "layouts",
+    "find_datasets": "layouts",
+    "read_rgb": "imageio",
+    "read_gray": "imageio",
+    "read_mask": "imageio",
+    "polyp_sample": "synthetic",
+    "write_polyp_dataset": "synthetic",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tfseg.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tfseg.data.{_EXPORTS[name]}"), name)

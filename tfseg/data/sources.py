@@ -25,6 +25,7 @@ class Pair(NamedTuple):
     stem: str
     image: str
     mask: str
+    fov: str | None = None  # field-of-view mask (retinal images), when the dataset has one
 
 
 def format_names(names, limit=MAX_LISTED):
@@ -55,33 +56,45 @@ def find_pairs(root, images="images", masks="masks", mask_suffix=MASK_SUFFIX):
     if not root.is_dir():
         raise DatasetError(f"Dataset folder not found: {root}")
     image_dir, mask_dir = root / images, root / masks
-    image_files = _files_by_stem(image_dir, strip_suffix="")
-    mask_files = _files_by_stem(mask_dir, strip_suffix=mask_suffix)
-    lonely_images = [os.path.basename(image_files[stem]) for stem in image_files.keys() - mask_files.keys()]
-    lonely_masks = [os.path.basename(mask_files[stem]) for stem in mask_files.keys() - image_files.keys()]
-    raise_listing(f"Images and masks of {root} do not match by file stem:", [
+    return match_files(root, files_by_key(image_dir), image_dir,
+                       files_by_key(mask_dir, strip_suffix(mask_suffix)), mask_dir)
+
+
+def match_files(root, image_files, image_dir, mask_files, mask_dir):
+    """Pairs of two {key: path} maps, sorted by key; raises DatasetError listing the unmatched files."""
+    lonely_images = [os.path.basename(image_files[key]) for key in image_files.keys() - mask_files.keys()]
+    lonely_masks = [os.path.basename(mask_files[key]) for key in mask_files.keys() - image_files.keys()]
+    raise_listing(f"Images and masks of {root} do not match:", [
         (lonely_images, f"image(s) in {image_dir} without a mask"),
         (lonely_masks, f"mask(s) in {mask_dir} without an image"),
     ])
-    return [Pair(stem, image_files[stem], mask_files[stem]) for stem in sorted(image_files)]
+    return [Pair(key, image_files[key], mask_files[key]) for key in sorted(image_files)]
 
 
-def _files_by_stem(folder, strip_suffix):
-    """{stem: path} of the image files in `folder`, with `strip_suffix` removed from the end of stems."""
+def strip_suffix(suffix):
+    """A `files_by_key` key: the stem without `suffix` at its end."""
+    return lambda stem: stem[: -len(suffix)] if suffix and stem.endswith(suffix) else stem
+
+
+def files_by_key(folder, key=lambda stem: stem):
+    """{key(stem): path} of the image files in `folder`; files whose key is None are skipped.
+
+    Raises DatasetError for a missing folder, no files, or two files with one key (`a.jpg` and `a.png`)."""
+    folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"Folder not found: {folder}")
-    by_stem = {}
+    by_key = {}
     for entry in os.scandir(folder):
-        name, ext = os.path.splitext(entry.name)
+        stem, ext = os.path.splitext(entry.name)
         if entry.name.startswith(".") or ext.lower() not in IMAGE_EXTENSIONS or not entry.is_file():
             continue
-        stem = name[: -len(strip_suffix)] if strip_suffix and name.endswith(strip_suffix) else name
-        by_stem.setdefault(stem, []).append(entry.path)
-    if not by_stem:
+        if (file_key := key(stem)) is not None:
+            by_key.setdefault(file_key, []).append(entry.path)
+    if not by_key:
         raise DatasetError(f"No image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}")
-    ambiguous = [os.path.basename(path) for paths in by_stem.values() if len(paths) > 1 for path in paths]
+    ambiguous = [os.path.basename(path) for paths in by_key.values() if len(paths) > 1 for path in paths]
     raise_listing(f"Several files share a stem in {folder} (keep one of each):", [(ambiguous, "file(s)")])
-    return {stem: paths[0] for stem, paths in by_stem.items()}
+    return {file_key: paths[0] for file_key, paths in by_key.items()}
 
 
 def check_pairs(pairs):
