@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""`make demo`: synthetic polyps -> train PraNet-MobileNetV2 for a few minutes on the CPU -> export -> where
-everything went. Runs offline (backbone from scratch); pass --backbone_weights imagenet when online."""
+"""`make demo`: synthetic polyps -> train PraNet-MobileNetV2 for a few minutes on the CPU -> export -> evaluate
+the exported model on the validation images with the polyp protocol -> where everything went. Runs offline
+(backbone from scratch); pass --backbone_weights imagenet when online."""
 
 import argparse
 import logging
@@ -11,6 +12,9 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfseg.data.synthetic import write_polyp_dataset  # noqa: E402
+from tfseg.evaluation import evaluate  # noqa: E402
+from tfseg.evaluation.report import results_markdown  # noqa: E402
+from tfseg.inference import Predictor  # noqa: E402
 from tfseg.training import TrainConfig, train_pranet  # noqa: E402
 
 RUN_NAME = "pranet_mobilenetv2"
@@ -43,6 +47,9 @@ def main():
         input_size=args.input_size, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
         steps_per_epoch=args.steps_per_epoch, augment=True, logdir=args.output, run_name=RUN_NAME))
     run = result["run_dir"]
+    evaluation_dir = os.path.join(args.output, "evaluation")
+    evaluation = evaluate(val_dir, evaluation_dir, predictor=Predictor.load(result["export"]["savedmodel"]),
+                          save_maps=os.path.join(evaluation_dir, "maps"))
     print("\n== tfseg demo: done")
     print(f"synthetic data     {train_dir} ({args.train_images} images), {val_dir} ({args.val_images})")
     print(f"run folder         {run}  (args.json, log.csv, checkpoints/, best.weights.h5)")
@@ -51,6 +58,9 @@ def main():
     print(f"SavedModel         {result['export']['savedmodel']}  (endpoints: serve, serve_uint8)")
     print(f"Keras model        {result['export']['keras']}")
     print(f"TensorBoard        tensorboard --logdir {os.path.join(run, 'tensorboard')}")
+    print(f"evaluation         {evaluation_dir}  (results.json/.csv, per_image.csv, plots, maps/); the same as\n"
+          f"                   python test_model.py --model {result['export']['savedmodel']} --data_path {val_dir}")
+    print("\n" + results_markdown(evaluation["results"], "polyp"))
 
 
 if __name__ == "__main__":

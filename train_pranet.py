@@ -8,18 +8,12 @@ import os
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # 13-58% faster training on x86 CPUs
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tfseg.cli import add_flag as add  # noqa: E402
 from tfseg.data import DatasetError  # noqa: E402
 from tfseg.training import TrainConfig, resume_config, train_pranet  # noqa: E402
 from tfseg.training.strategy import STRATEGIES  # noqa: E402
 
 DEFAULTS = TrainConfig(data_path="")
-
-
-def add(parser, name, *aliases, **kwargs):
-    """Adds `--name` (and `aliases`) with their dash spellings (`--data-path` for `--data_path`)."""
-    flags = [f"--{name}", *aliases]
-    flags += [f.replace("_", "-") for f in flags if "_" in f]
-    parser.add_argument(*flags, dest=name, **kwargs)
 
 
 def parse_args(argv=None):

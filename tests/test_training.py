@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests.helpers import max_abs_diff, random_images, run_python
+from tfseg.inference import Predictor
 from tfseg.training import TrainConfig
 from tfseg.training.loop import Trainer, load_pairs
 from tfseg.training.strategy import make_strategy
@@ -44,6 +45,12 @@ def check_export_matches_inference(export_dir):
     with open(os.path.join(export_dir, "tfseg.json")) as f:
         metadata = json.load(f)
     assert metadata["input_size"] == [64, 64] and metadata["normalization"] == "tf"
+
+    # The Predictor gives the served probabilities, from either file, and at any requested size
+    from_savedmodel = Predictor.load(os.path.join(export_dir, "savedmodel"))
+    from_keras = Predictor.load(os.path.join(export_dir, "model.keras"))
+    assert max_abs_diff(from_savedmodel.predict(rgb[0]), probabilities[0, ..., 0]) < 1e-6
+    assert max_abs_diff(from_keras.predict(rgb[0], size=(40, 50)), from_savedmodel.predict(rgb[0], (40, 50))) < 1e-5
 
 
 def read_log(run_dir):

@@ -13,9 +13,8 @@ import os
 import keras
 import tensorflow as tf
 
-from tfseg.models.backbones import BACKBONES, normalize
-
-METADATA_FILE = "tfseg.json"
+from tfseg.inference.predictor import METADATA_FILE, probability_map, size_pair
+from tfseg.models.backbones import BACKBONES
 
 
 def model_metadata(model, input_size, task="polyp"):
@@ -23,7 +22,7 @@ def model_metadata(model, input_size, task="polyp"):
     return {
         "architecture": type(model).__name__,
         "config": model.get_config(),
-        "input_size": [int(s) for s in _pair(input_size)],
+        "input_size": list(size_pair(input_size)),
         "normalization": BACKBONES[model.backbone_name].normalization,
         "task": task,
         "outputs": ["global", "ra4", "ra3", "ra2"],
@@ -31,21 +30,11 @@ def model_metadata(model, input_size, task="polyp"):
     }
 
 
-def _pair(size):
-    return (size, size) if isinstance(size, int) else tuple(size)
-
-
 def uint8_predict_fn(model, input_size, prediction_index=-1):
     """uint8 RGB batch of any size -> probability map of `model`'s prediction output at that size."""
-    height, width = _pair(input_size)
-
-    def predict(images):
-        size = tf.shape(images)[1:3]
-        x = tf.image.resize(tf.cast(images, tf.float32), (height, width), antialias=True)
-        logits = model(normalize(x, model.backbone_name), training=False)[prediction_index]
-        return tf.sigmoid(tf.image.resize(tf.cast(logits, tf.float32), size))
-
-    return predict
+    normalization = BACKBONES[model.backbone_name].normalization
+    return lambda images: probability_map(images, tf.shape(images)[1:3], lambda x: model(x, training=False),
+                                          input_size, normalization, prediction_index)
 
 
 def export_savedmodel(model, path, input_size, task="polyp"):

@@ -1,0 +1,287 @@
+"""The polyp and vessel protocols against hand-computed values, pysodmetrics and scikit-learn; test_model.py end to
+end on synthetic data through --pred_dir; the error cases."""
+
+import json
+import os
+
+import cv2
+import numpy as np
+import py_sod_metrics as sod
+import pytest
+from PIL import Image
+from sklearn import metrics
+
+from tests.helpers import SHARED_DATA, run_python
+from tfseg.data import DatasetError
+from tfseg.data.synthetic import write_polyp_dataset
+from tfseg.evaluation import evaluate, polyp, prediction_map, vessel
+
+POLYP_KEYS = ["meanDice", "meanIoU", "wFm", "Sm", "meanEm", "maxEm", "adpEm", "MAE", "dice@0.5", "iou@0.5",
+              "n_images"]
+
+
+def disc(height, width, centre, radius):
+    y, x = np.mgrid[:height, :width]
+    return (y - centre[0]) ** 2 + (x - centre[1]) ** 2 <= radius**2
+
+
+def polyp_results(prediction, gt):
+    return polyp.summarize([polyp.score_image(prediction, gt)])
+
+
+def test_perfect_prediction():
+    gt = disc(40, 50, (20, 22), 9)
+    r = polyp_results(gt.astype(np.uint8) * 255, gt)
+    g, n = gt.sum(), gt.size
+    # `pred >= 0` selects every pixel: Dice 2G/(G+N) there, 1 at the other 255 levels
+    assert r["meanDice"] == pytest.approx((255 + 2 * g / (g + n)) / 256)
+    assert r["meanIoU"] == pytest.approx((255 + g / n) / 256)
+    assert r["dice@0.5"] == r["iou@0.5"] == 1.0
+    assert r["MAE"] == 0.0 and r["maxEm"] == pytest.approx(n / (n - 1))  # E-measure divides by N - 1
+    assert r["Sm"] == pytest.approx(1.0, abs=1e-6) and r["wFm"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_empty_ground_truth():
+    gt = np.zeros((30, 30), bool)
+    prediction = np.zeros((30, 30), np.uint8)
+    prediction[:10] = 255  # a third of the image predicted as polyp
+    r = polyp_results(prediction, gt)
+    assert r["meanDice"] == r["meanIoU"] == r["wFm"] == r["dice@0.5"] == 0.0  # TP = 0 everywhere
+    assert r["Sm"] == pytest.approx(1 - 1 / 3) and r["MAE"] == pytest.approx(1 / 3)
+    # E-measure with no foreground: pixels predicted background over N - 1; at `pred >= 0` there are none
+    assert r["maxEm"] == pytest.approx(600 / 899) and r["meanEm"] == pytest.approx(255 / 256 * 600 / 899)
+
+
+def test_empty_prediction():
+    gt = disc(30, 40, (15, 20), 6)
+    r = polyp_results(np.zeros((30, 40), np.uint8), gt)
+    g, n = gt.sum(), gt.size
+    assert r["meanDice"] == pytest.approx(2 * g / (g + n) / 256)  # only `pred >= 0` has TP > 0
+    assert r["dice@0.5"] == 0.0 and r["MAE"] == pytest.approx(g / n)
+
+
+def test_all_foreground():
+    gt = np.ones((20, 20), bool)
+    r = polyp_results(np.full((20, 20), 255, np.uint8), gt)
+    assert r["meanDice"] == r["meanIoU"] == r["dice@0.5"] == 1.0
+    assert r["Sm"] == 1.0 and r["MAE"] == 0.0
+
+
+def random_pairs(seed=0):
+    """(uint8 prediction, uint8 ground truth) pairs of several sizes, one with empty ground truth."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for i, (h, w) in enumerate([(40, 52), (64, 48), (33, 33), (50, 70), (45, 45)]):
+        gt = disc(h, w, (rng.integers(10, h - 10), rng.integers(10, w - 10)), rng.integers(4, 12))
+        if i == 2:
+            gt[:] = False
+        noisy = cv2.GaussianBlur(gt.astype(np.float32), (0, 0), 2) + rng.normal(0, 0.2, gt.shape)
+        pairs.append((np.clip(noisy * 255, 0, 255).astype(np.uint8), gt.astype(np.uint8) * 255))
+    return pairs
+
+
+def test_agrees_with_pysodmetrics_classes():
+    dice_iou = sod.FmeasureV2({"dice": sod.DICEHandler(True, False, with_binary=True),
+                               "iou": sod.IOUHandler(True, False, with_binary=True)})
+    em, wfm, sm, mae = sod.Emeasure(), sod.WeightedFmeasure(), sod.Smeasure(), sod.MAE()
+    scores = []
+    for prediction, gt in random_pairs():
+        for meter in (dice_iou, em, wfm, sm, mae):
+            meter.step(prediction, gt)
+        scores.append(polyp.score_image(prediction, gt > 128))
+    curves, e = dice_iou.get_results(), em.get_results()["em"]
+    expected = {"meanDice": curves["dice"]["dynamic"].mean(), "meanIoU": curves["iou"]["dynamic"].mean(),
+                "wFm": wfm.get_results()["wfm"], "Sm": sm.get_results()["sm"], "meanEm": e["curve"].mean(),
+                "maxEm": e["curve"].max(), "adpEm": e["adp"], "MAE": mae.get_results()["mae"],
+                "dice@0.5": curves["dice"]["binary"], "iou@0.5": curves["iou"]["binary"]}
+    results = polyp.summarize(scores)
+    assert results.keys() == expected.keys()
+    for key, value in expected.items():
+        assert results[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+
+
+def test_prediction_map_is_pranets_min_max_uint8():
+    assert prediction_map(np.array([[0.2, 0.6, 1.0]])).tolist() == [[0, 128, 255]]
+    assert prediction_map(np.full((2, 2), 0.7)).tolist() == [[0, 0], [0, 0]]  # constant map -> 0
+
+
+def vessel_case(seed=0):
+    """Three images: float probabilities, vessel masks (one without vessels), FOV masks."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(3):
+        gt = rng.random((24, 30)) < 0.15 * (i > 0)
+        probability = np.clip(0.6 * gt + rng.normal(0.25, 0.2, gt.shape), 0, 1).astype(np.float32)
+        cases.append((probability, gt, disc(24, 30, (12, 15), 11)))
+    return cases
+
+
+def sklearn_metrics(probability, gt):
+    binary = probability > 0.5
+    return {"Acc": metrics.accuracy_score(gt, binary), "Se": metrics.recall_score(gt, binary, zero_division=0),
+            "Sp": metrics.recall_score(~gt, ~binary), "F1": metrics.f1_score(gt, binary, zero_division=0),
+            "IoU": metrics.jaccard_score(gt, binary, zero_division=0), "MCC": metrics.matthews_corrcoef(gt, binary),
+            "AUC": metrics.roc_auc_score(gt, probability) if 0 < gt.sum() < gt.size else np.nan}
+
+
+def test_vessel_metrics_match_scikit_learn():
+    cases = vessel_case()
+    results = vessel.summarize([vessel.score_image(p, g, fov) for p, g, fov in cases])
+    for region, pick in [(results, lambda a, m: a.ravel()), (results["fov"], lambda a, m: a[m])]:
+        pooled = sklearn_metrics(np.concatenate([pick(p, f) for p, g, f in cases]),
+                                 np.concatenate([pick(g, f) for p, g, f in cases]))
+        per_image = [sklearn_metrics(pick(p, f), pick(g, f)) for p, g, f in cases]
+        for key in vessel.METRICS:
+            assert region[key] == pytest.approx(pooled[key], abs=1e-12), key
+            assert region["per_image"][key] == pytest.approx(np.nanmean([r[key] for r in per_image]), abs=1e-12)
+    assert vessel.undefined_auc_images([vessel.score_image(p, g) for p, g, _ in cases]) == 1
+
+
+def test_vessel_f1_curve_matches_thresholded_f1():
+    probability, gt, _ = vessel_case()[1]
+    curve = vessel.f1_curve(vessel.value_counts(probability, gt), np.array([0.3, 0.5]))
+    for threshold, value in zip([0.3, 0.5], curve):
+        assert value == pytest.approx(metrics.f1_score(gt.ravel(), probability.ravel() > threshold))
+
+
+def write_predictions(masks_dir, out_dir, blur=3, resize_one=False):
+    """Blurred ground truths as prediction maps (PNG named like the masks); one at another size if asked."""
+    os.makedirs(out_dir, exist_ok=True)
+    for i, name in enumerate(sorted(os.listdir(masks_dir))):
+        gt = cv2.imread(os.path.join(masks_dir, name), cv2.IMREAD_GRAYSCALE)
+        prediction = cv2.GaussianBlur(gt, (0, 0), blur + i)
+        if resize_one and i == 0:
+            prediction = cv2.resize(prediction, (40, 30))
+        cv2.imwrite(os.path.join(out_dir, os.path.splitext(name)[0] + ".png"), prediction)
+
+
+@pytest.fixture(scope="module")
+def eval_data(tmp_path_factory):
+    """Two small synthetic datasets (the second with an empty mask) and blurred-mask predictions for both."""
+    root = tmp_path_factory.mktemp("eval")
+    for name, seed in [("SetA", 5), ("SetB", 6)]:
+        write_polyp_dataset(str(root / "data" / name), 4, size=None, seed=seed)
+        write_predictions(root / "data" / name / "masks", root / "preds" / name, resize_one=name == "SetA")
+    empty = root / "data" / "SetB" / "masks" / "synth_0001.png"
+    cv2.imwrite(str(empty), np.zeros_like(cv2.imread(str(empty), cv2.IMREAD_GRAYSCALE)))
+    return root
+
+
+def independent_polyp_results(data_dir, pred_dir):
+    """pysodmetrics as its README uses it: cv2 grey reads, predictions resized to the mask."""
+    meters = [sod.FmeasureV2({"dice": sod.DICEHandler(True, False, with_binary=True)}), sod.Smeasure(), sod.MAE()]
+    for name in sorted(os.listdir(os.path.join(data_dir, "masks"))):
+        gt = cv2.imread(os.path.join(data_dir, "masks", name), cv2.IMREAD_GRAYSCALE)
+        prediction = cv2.imread(os.path.join(pred_dir, os.path.splitext(name)[0] + ".png"), cv2.IMREAD_GRAYSCALE)
+        prediction = cv2.resize(prediction, gt.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        for meter in meters:
+            meter.step(prediction, gt)
+    dice = meters[0].get_results()["dice"]
+    return {"meanDice": dice["dynamic"].mean(), "dice@0.5": dice["binary"],
+            "Sm": meters[1].get_results()["sm"], "MAE": meters[2].get_results()["mae"]}
+
+
+def test_cli_pred_dir_end_to_end(eval_data, tmp_path):
+    result = run_python(["test_model.py", "--pred_dir", str(eval_data / "preds"), "--data_path",
+                         str(eval_data / "data"), "--output", str(tmp_path / "out"), "--workers", "2", "--quiet"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| SetA | 4 |" in result.stdout and "| SetB | 4 |" in result.stdout  # the markdown table
+    assert "SetB: 1 image(s) with empty ground truth" in result.stderr
+    assert "SetA: 1 prediction(s) differ in size" in result.stderr and "synth_0000.png (40x30)" in result.stderr
+    with open(tmp_path / "out" / "results.json") as f:
+        results = json.load(f)
+    assert list(results) == ["SetA", "SetB"]
+    for name in results:
+        assert list(results[name]) == POLYP_KEYS and results[name]["n_images"] == 4
+        for key, value in independent_polyp_results(eval_data / "data" / name, eval_data / "preds" / name).items():
+            assert results[name][key] == pytest.approx(value, abs=1e-12), (name, key)
+    for name in ("results.csv", "per_image.csv", "dice_vs_threshold.png", "cases_SetA.png", "cases_SetB.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0, name
+
+
+def test_unmatched_predictions_are_listed(eval_data, tmp_path):
+    preds = tmp_path / "preds"
+    write_predictions(eval_data / "data" / "SetA" / "masks", preds)
+    os.remove(preds / "synth_0002.png")
+    cv2.imwrite(str(preds / "stray.png"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(DatasetError) as error:
+        evaluate(eval_data / "data" / "SetA", tmp_path / "out", pred_dir=preds, workers=1, progress=False)
+    message = str(error.value)
+    assert "1 mask(s) without a prediction: synth_0002.png" in message
+    assert "1 prediction(s) without a mask: stray.png" in message
+
+
+def test_cli_errors_are_one_line(eval_data, tmp_path):
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    (tmp_path / "empty" / "masks").mkdir()
+    result = run_python(["test_model.py", "--pred_dir", str(eval_data / "preds" / "SetA"), "--data_path",
+                         str(tmp_path / "empty"), "--quiet"])
+    assert result.returncode != 0 and "error: No image files" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_model_end_to_end_and_saved_maps_read_back(eval_data, tmp_path):
+    from tfseg.models import PraNet  # TensorFlow only here
+
+    PraNet("mobilenetv2", backbone_weights=None).save(tmp_path / "model.keras")
+    data = eval_data / "data" / "SetB"
+    result = run_python(["test_model.py", "--model", str(tmp_path / "model.keras"), "--data_path", str(data),
+                         "--inputsize", "64", "--save_maps", str(tmp_path / "maps"), "--no_plots", "--quiet"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "model_eval" / "results.json") as f:  # default output: beside the model
+        results = json.load(f)
+    assert list(results["SetB"]) == POLYP_KEYS
+    for name in sorted(os.listdir(data / "masks")):  # uint8 maps at the masks' original sizes, named like them
+        saved = cv2.imread(str(tmp_path / "maps" / name), cv2.IMREAD_UNCHANGED)
+        assert saved.dtype == np.uint8 and saved.shape == cv2.imread(str(data / "masks" / name), 0).shape
+        assert saved.min() == 0 and saved.max() == 255  # min-max normalised
+    again = evaluate(data, tmp_path / "again", pred_dir=tmp_path / "maps", workers=1, plots=False, progress=False)
+    assert again["results"]["SetB"] == pytest.approx(results["SetB"], abs=1e-12)
+
+
+def test_pred_dir_mode_imports_no_tensorflow():
+    result = run_python(["-c", "import sys, test_model; assert 'tensorflow' not in sys.modules, 'TF imported'"])
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_vessel_dataset_with_fov_end_to_end(tmp_path):
+    rng = np.random.default_rng(3)
+    cases = []
+    for n in (1, 2, 3):
+        gt = rng.random((20, 26)) < 0.2
+        fov = disc(20, 26, (10, 13), 9)
+        probability = np.clip(0.5 * gt + rng.random(gt.shape) * 0.6, 0, 1)
+        for folder, name, picture in [("images", f"{n:02d}_test.tif", np.zeros((20, 26, 3), np.uint8)),
+                                      ("1st_manual", f"{n:02d}_manual1.gif", gt * 255),
+                                      ("mask", f"{n:02d}_test_mask.gif", fov * 255),
+                                      ("preds", f"{n:02d}_test.png", np.rint(probability * 255))]:
+            os.makedirs(tmp_path / folder, exist_ok=True)
+            Image.fromarray(picture.astype(np.uint8)).save(tmp_path / folder / name)
+        cases.append((np.rint(probability * 255) / 255, gt, fov))
+    results = evaluate(tmp_path, tmp_path / "out", task="vessel", pred_dir=tmp_path / "preds", workers=1,
+                       progress=False)["results"][tmp_path.name]
+    pooled = lambda pick: sklearn_metrics(*(np.concatenate(parts) for parts in zip(*[pick(p, g, f) for p, g, f
+                                                                                     in cases])))
+    whole, inside = pooled(lambda p, g, f: (p.ravel(), g.ravel())), pooled(lambda p, g, f: (p[f], g[f]))
+    for key in vessel.METRICS:
+        assert results[key] == pytest.approx(whole[key], abs=1e-12), key
+        assert results["fov"][key] == pytest.approx(inside[key], abs=1e-12), key
+    assert results["n_images"] == 3 and set(results["fov"]) == {*vessel.METRICS, "per_image"}
+
+
+def test_real_kvasir_masks_read_as_the_reference_does(tmp_path):
+    kvasir = os.path.join(SHARED_DATA, "Kvasir-SEG")
+    if not os.path.isdir(kvasir):
+        pytest.skip(f"{kvasir} not present")
+    with open(os.path.join(kvasir, "pranet_kvasir_test_names.txt")) as f:
+        ids = [line.strip() for line in f if line.strip()][:6]
+    for folder in ("images", "masks"):
+        os.makedirs(tmp_path / "Kvasir" / folder)
+        for stem in ids:
+            os.symlink(os.path.join(os.path.abspath(kvasir), folder, stem + ".jpg"),
+                       tmp_path / "Kvasir" / folder / (stem + ".jpg"))
+    write_predictions(tmp_path / "Kvasir" / "masks", tmp_path / "preds", blur=4)
+    results = evaluate(tmp_path / "Kvasir", tmp_path / "out", pred_dir=tmp_path / "preds", workers=1, plots=False,
+                       progress=False)["results"]["Kvasir"]
+    for key, value in independent_polyp_results(tmp_path / "Kvasir", tmp_path / "preds").items():
+        assert results[key] == pytest.approx(value, abs=1e-12), key
