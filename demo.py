@@ -14,8 +14,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tfseg.data.synthetic import write_polyp_dataset  # noqa: E402
 from tfseg.evaluation import evaluate  # noqa: E402
 from tfseg.evaluation.report import results_markdown  # noqa: E402
-from tfseg.inference import Predictor  # noqa: E402
-from tfseg.training import TrainConfig, train_pranet  # noqa: E402
 
 RUN_NAME = "pranet_mobilenetv2"
 
@@ -35,6 +33,11 @@ def parse_args():
 
 
 def main():
+    # TensorFlow is imported here, not at the top: the evaluation's spawned workers import this module again
+    # and need none of it
+    from tfseg.inference import Predictor
+    from tfseg.training import TrainConfig, train_pranet
+
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = os.path.join(args.output, "data")

@@ -234,7 +234,9 @@ def test_cli_model_end_to_end_and_saved_maps_read_back(eval_data, tmp_path):
     for name in sorted(os.listdir(data / "masks")):  # uint8 maps at the masks' original sizes, named like them
         saved = cv2.imread(str(tmp_path / "maps" / name), cv2.IMREAD_UNCHANGED)
         assert saved.dtype == np.uint8 and saved.shape == cv2.imread(str(data / "masks" / name), 0).shape
-        assert saved.min() == 0 and saved.max() == 255  # min-max normalised
+        # min-max normalised; the protocol's `+ 1e-8` keeps the top below 255 when an untrained model's
+        # probabilities span only ~1e-6
+        assert saved.min() == 0 and saved.max() > 200
     again = evaluate(data, tmp_path / "again", pred_dir=tmp_path / "maps", workers=1, plots=False, progress=False)
     assert again["results"]["SetB"] == pytest.approx(results["SetB"], abs=1e-12)
 
