@@ -221,8 +221,11 @@ def test_cli_errors_are_one_line(eval_data, tmp_path):
 
 
 def test_cli_model_end_to_end_and_saved_maps_read_back(eval_data, tmp_path):
-    from tfseg.models import PraNet  # TensorFlow only here
+    import keras  # TensorFlow only here
 
+    from tfseg.models import PraNet
+
+    keras.utils.set_random_seed(0)
     PraNet("mobilenetv2", backbone_weights=None).save(tmp_path / "model.keras")
     data = eval_data / "data" / "SetB"
     result = run_python(["test_model.py", "--model", str(tmp_path / "model.keras"), "--data_path", str(data),
