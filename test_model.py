@@ -24,6 +24,8 @@ def parse_args(argv=None):
     add(p, "data_path", required=True,
         help="one dataset (images/ + masks/, or the DRIVE/STARE/CHASE_DB1 layout) or a root of several, e.g. "
              "PraNet's TestDataset/")
+    add(p, "split_file", help="evaluate only the ids listed (one per line), e.g. Kvasir-SEG's "
+                               "pranet_kvasir_test_names.txt")
     add(p, "task", choices=["polyp", "vessel"], help="protocol (default: the model's task, else polyp)")
     add(p, "threshold", type=float, default=0.5, help="binarisation threshold of dice@T/iou@T and vessel metrics")
     add(p, "inputsize", "--input_size", type=int, help="model input size (default: the training size)")
@@ -55,7 +57,8 @@ def run(args):
         task = args.task or predictor.task
     result = evaluate(args.data_path, output, task=task, predictor=predictor, pred_dir=args.pred_dir,
                       threshold=args.threshold, save_maps=args.save_maps, observer=args.observer,
-                      workers=args.workers, plots=not args.no_plots, progress=not args.quiet)
+                      split_file=args.split_file, workers=args.workers, plots=not args.no_plots,
+                      progress=not args.quiet)
     print(results_markdown(result["results"], task, args.threshold))
     print(f"\nResults in {output}: results.json, results.csv, per_image.csv"
           + ("" if args.no_plots else ", dice_vs_threshold.png, cases_<dataset>.png"))

@@ -290,3 +290,14 @@ def test_real_kvasir_masks_read_as_the_reference_does(tmp_path):
                        progress=False)["results"]["Kvasir"]
     for key, value in independent_polyp_results(tmp_path / "Kvasir", tmp_path / "preds").items():
         assert results[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_split_file_restricts_the_images(eval_data, tmp_path):
+    preds = tmp_path / "preds"
+    write_predictions(eval_data / "data" / "SetA" / "masks", preds)
+    for name in ("synth_0000.png", "synth_0001.png"):
+        os.remove(preds / name)
+    (tmp_path / "ids.txt").write_text("synth_0002\nsynth_0003\n")
+    results = evaluate(eval_data / "data" / "SetA", tmp_path / "out", pred_dir=preds, split_file=tmp_path / "ids.txt",
+                       workers=1, plots=False, progress=False)["results"]
+    assert results["SetA"]["n_images"] == 2

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from tfseg.data.imageio import image_size, read_gray, read_mask, read_rgb, write_png
 from tfseg.data.layouts import find_datasets
-from tfseg.data.sources import DatasetError, files_by_key, format_names, raise_listing
+from tfseg.data.sources import DatasetError, files_by_key, format_names, raise_listing, split_by_file
 from tfseg.evaluation import polyp, report, vessel
 
 PROTOCOLS = {"polyp": polyp, "vessel": vessel}
@@ -27,10 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(data_path, output, task="polyp", predictor=None, pred_dir=None, threshold=0.5, save_maps=None,
-             observer=1, workers=None, plots=True, progress=True):
+             observer=1, split_file=None, workers=None, plots=True, progress=True):
     """Scores every dataset under `data_path` and writes results.json, results.csv, per_image.csv and the
     plots to `output`. Give `predictor` (maps predicted here, optionally written to `save_maps`) or `pred_dir`
-    (existing maps matched to the masks by stem; `pred_dir/<dataset>` when that folder exists).
+    (existing maps matched to the masks by stem; `pred_dir/<dataset>` when that folder exists). `split_file`
+    (one id a line) restricts a dataset to the images it lists, e.g. Kvasir-SEG's 100 PraNet test ids.
 
     Returns {"results": {dataset: metrics}, "output": output, "notes": [what the run had to handle]}.
     Raises DatasetError for missing or mismatched files, before any scoring.
@@ -42,6 +43,8 @@ def evaluate(data_path, output, task="polyp", predictor=None, pred_dir=None, thr
     if pred_dir is not None and save_maps:
         raise ValueError("save_maps writes a model's predictions; with pred_dir the maps exist already")
     datasets = find_datasets(data_path, observer)
+    if split_file:
+        datasets = [(name, split_by_file(pairs, split_file)[1]) for name, pairs in datasets]
     several = len(datasets) > 1
     predictions = {name: match_predictions(pairs, _prediction_folder(pred_dir, name, several), name)
                    for name, pairs in datasets} if pred_dir is not None else {}
