@@ -2,6 +2,8 @@
 
 PraNet's structure loss (Fan et al., MICCAI 2020, eq. 4; `structure_loss` in the official MyTrain.py):
 weighted BCE + weighted IoU with boundary-emphasising weights `w = 1 + 5 * |avgpool31(mask) - mask|`.
+EAR-Net's losses (Wang et al., DICTA 2021): cross-entropy with an ignore label over the multi-scale outputs, and
+the error-attention MSE of stage 2.
 """
 
 import keras
@@ -60,3 +62,47 @@ class StructureLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "weighted_bce": self.weighted_bce}
+
+
+def _labels(labels):
+    """(B, H, W) int32 from (B, H, W) or (B, H, W, 1) labels."""
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) == 4:
+        labels = labels[..., 0]
+    return ops.cast(labels, "int32")
+
+
+def masked_cross_entropy(labels, logits, ignore_label=255):
+    """Per-image mean softmax cross-entropy over the pixels whose label is not `ignore_label` (torch's
+    `CrossEntropyLoss(ignore_index=255)`, averaged per image); 0 for an image with no valid pixel."""
+    labels = _labels(labels)
+    valid = ops.cast(labels != ignore_label, logits.dtype)
+    picked = ops.take_along_axis(ops.log_softmax(logits, axis=-1),
+                                 ops.expand_dims(ops.where(labels == ignore_label, 0, labels), -1), axis=-1)[..., 0]
+    return ops.sum(-picked * valid, axis=(1, 2)) / ops.maximum(ops.sum(valid, axis=(1, 2)), 1.0)
+
+
+def masked_mse(targets, predictions, ignore_label=255):
+    """Per-image mean of (A - E)^2 over the pixels where the target E is not `ignore_label`."""
+    targets = _labels(targets)
+    valid = ops.cast(targets != ignore_label, predictions.dtype)
+    error = (predictions[..., 0] - ops.cast(targets, predictions.dtype)) ** 2
+    return ops.sum(error * valid, axis=(1, 2)) / ops.maximum(ops.sum(valid, axis=(1, 2)), 1.0)
+
+
+class EARNetLoss:
+    """EAR-Net's loss, per image: `CE(J) + 0.4 CE(J_aux) + 0.05 (CE(up(p_0.5)) + CE(p_1.0))` over the outputs of
+    `HRNetOCR(training=True)`, plus `0.5 * MSE(A, E)` in stage 2 (`error_maps` given). Plain cross-entropy with
+    ignore label 255 replaces the official code's RMI loss on the first term (a documented choice)."""
+
+    def __init__(self, aux_weight=0.4, scale_weight=0.05, error_weight=0.5, ignore_label=255):
+        self.aux_weight, self.scale_weight = aux_weight, scale_weight
+        self.error_weight, self.ignore_label = error_weight, ignore_label
+
+    def __call__(self, labels, outputs, error_maps=None):
+        ce = lambda key: masked_cross_entropy(labels, ops.cast(outputs[key], "float32"), self.ignore_label)
+        loss = ce("pred") + self.aux_weight * ce("aux") + self.scale_weight * (ce("pred_05") + ce("pred_10"))
+        if error_maps is not None:
+            attention = ops.cast(outputs["error_attention"], "float32")
+            loss = loss + self.error_weight * masked_mse(error_maps, attention, self.ignore_label)
+        return loss

@@ -1,4 +1,4 @@
-"""Synthetic polyp-like endoscopy frames and masks (numpy + OpenCV) for tests and demos.
+"""Synthetic data for tests and demos (numpy + OpenCV): polyp-like endoscopy frames and fundus-like vessel images.
 
 A pinkish-red mucosa with low-frequency shading, vignetting, darker vessel-like curves and specular highlights;
 one (sometimes two) polyps: smooth irregular blobs (an ellipse whose radius carries a few low-order Fourier
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 MUCOSA_RGB = np.array([196.0, 92.0, 82.0], np.float32)
 POLYP_TINT = np.array([18.0, 22.0, 16.0], np.float32)  # polyps: on average a little paler than the mucosa
@@ -107,4 +108,66 @@ def write_polyp_dataset(root, n, size=(256, 256), seed=0, image_ext=".jpg", mask
         name = f"synth_{index:04d}"
         cv2.imwrite(str(root / "images" / f"{name}{image_ext}"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         cv2.imwrite(str(root / "masks" / f"{name}{mask_ext}"), mask)
+    return root
+
+
+FUNDUS_RGB = np.array([205.0, 95.0, 45.0], np.float32)
+DISC_RGB = np.array([250.0, 215.0, 140.0], np.float32)
+RETINAL_VESSEL_RGB = np.array([120.0, 30.0, 20.0], np.float32)
+
+
+def vessel_sample(rng, height, width):
+    """(uint8 HxWx3 RGB fundus-like image, uint8 HxW vessel mask, uint8 HxW FOV mask), masks in {0, 255}:
+    branching vessel trees leaving a bright optic disc, on an orange retina inside a dark circular FOV."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    size = min(height, width)
+    fov = ((y - height / 2) ** 2 + (x - width / 2) ** 2) <= (0.47 * size) ** 2
+    disc = np.array([height / 2 + rng.uniform(-0.1, 0.1) * size, width / 2 + rng.choice([-1, 1]) * 0.22 * size])
+    vessels = np.zeros((height, width), np.uint8)
+    for angle in rng.uniform(0, 2 * np.pi, rng.integers(4, 7)):
+        _draw_branch(rng, vessels, disc[::-1].copy(), angle, max(2.0, size / 60), 0.05 * size, depth=0)
+    vessels &= fov.astype(np.uint8)
+    radius2 = ((y - disc[0]) ** 2 + (x - disc[1]) ** 2) / (0.07 * size) ** 2
+    shading = (1.0 + 0.1 * _smooth_field(rng, height, width))[..., None]
+    image = FUNDUS_RGB * shading * (1 - 0.35 * ((y - height / 2) ** 2 + (x - width / 2) ** 2)[..., None]
+                                     / (0.5 * size) ** 2)
+    glow = np.exp(-radius2)[..., None]
+    image = image * (1 - glow) + DISC_RGB * glow
+    contrast = np.float32(rng.uniform(0.5, 0.8))
+    soft = cv2.GaussianBlur(vessels.astype(np.float32), (0, 0), 0.7)[..., None] * contrast
+    image = image * (1 - soft) + RETINAL_VESSEL_RGB * soft
+    image = (image + rng.normal(0.0, 5.0, image.shape).astype(np.float32)) * fov[..., None]
+    return np.clip(image, 0, 255).astype(np.uint8), vessels * 255, fov.astype(np.uint8) * 255
+
+
+def _draw_branch(rng, canvas, start, heading, thickness, step, depth):
+    """A random-walk vessel from `start` (x, y), thinning as it goes, forking now and then (recursive)."""
+    point = start
+    for _ in range(int(rng.integers(8, 16))):
+        heading += rng.normal(0.0, 0.25)
+        end = point + step * np.array([np.cos(heading), np.sin(heading)])
+        cv2.line(canvas, tuple(int(v) for v in point), tuple(int(v) for v in end), 1, max(1, round(thickness)))
+        point, thickness = end, thickness * 0.96
+        if depth < 3 and rng.random() < 0.15:
+            _draw_branch(rng, canvas, point.copy(), heading + rng.choice([-1, 1]) * rng.uniform(0.4, 0.9),
+                         thickness * 0.7, step * 0.8, depth + 1)
+
+
+def write_vessel_dataset(root, n, size=(96, 96), seed=0, layout="generic"):
+    """n synthetic fundus images in the generic layout (`images/ masks/ fov/`, png) or DRIVE's (`images/
+    NN_training.tif`, `1st_manual/NN_manual1.gif`, `mask/NN_training_mask.gif`). Returns root as a Path."""
+    root = Path(root)
+    for index in range(n):
+        rng = np.random.default_rng([seed, index, 7])
+        image, vessels, fov = vessel_sample(rng, *size)
+        if layout == "drive":
+            number = f"{index + 21:02d}"
+            files = {f"images/{number}_training.tif": image, f"1st_manual/{number}_manual1.gif": vessels,
+                     f"mask/{number}_training_mask.gif": fov}
+        else:
+            name = f"vessel_{index:04d}.png"
+            files = {f"images/{name}": image, f"masks/{name}": vessels, f"fov/{name}": fov}
+        for path, pixels in files.items():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / path)  # PIL: OpenCV cannot write GIFs
     return root

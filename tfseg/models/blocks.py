@@ -71,26 +71,40 @@ class Upsample2x(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfseg")
 class ConvBN(keras.layers.Layer):
-    """PraNet's BasicConv2d: Conv2d(bias=False) + BatchNorm2d, no activation (its ReLU is never called)."""
+    """Conv2d(bias=False) + BatchNorm2d (+ optional activation). Strided convs pad `dilation * (k // 2)` on
+    every side as torch does (Keras' "same" would pad only bottom/right for even inputs).
 
-    def __init__(self, filters, kernel_size, dilation_rate=1, **kwargs):
+    Without activation it is PraNet's BasicConv2d (whose ReLU is never called); with "relu" the conv-BN-ReLU
+    unit of HRNet and OCR."""
+
+    def __init__(self, filters, kernel_size, dilation_rate=1, strides=1, activation=None, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.kernel_size, self.dilation_rate = filters, kernel_size, dilation_rate
-        self.conv = keras.layers.Conv2D(
-            filters, kernel_size, padding="same", dilation_rate=dilation_rate, use_bias=False, name="conv"
-        )
+        self.strides, self.activation = strides, activation
+        kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        pad = tuple(dilation_rate * (k // 2) for k in kernel)
+        self.pad = keras.layers.ZeroPadding2D(pad, name="pad") if strides > 1 and any(pad) else None
+        self.conv = keras.layers.Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation_rate,
+                                        padding="valid" if self.pad else "same", use_bias=False, name="conv")
         self.bn = keras.layers.BatchNormalization(**TORCH_BN, name="bn")
+        self.act = keras.layers.Activation(activation, name="act") if activation else None
 
     def build(self, input_shape):
+        if self.pad:
+            self.pad.build(input_shape)
+            input_shape = self.pad.compute_output_shape(input_shape)
         self.conv.build(input_shape)
         self.bn.build(self.conv.compute_output_shape(input_shape))
 
     def call(self, x, training=None):
-        return self.bn(self.conv(x), training=training)
+        x = self.bn(self.conv(self.pad(x) if self.pad else x), training=training)
+        return self.act(x) if self.act else x
 
     def compute_output_shape(self, input_shape):
+        if self.pad:
+            input_shape = self.pad.compute_output_shape(input_shape)
         return self.conv.compute_output_shape(input_shape)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "dilation_rate": self.dilation_rate}
+                "dilation_rate": self.dilation_rate, "strides": self.strides, "activation": self.activation}

@@ -1,0 +1,123 @@
+"""HRNet-OCR (EAR-Net stage 1) and EAR-Net (stage 2): shapes at odd sizes, the multi-scale fusion formulas on
+constant inputs, stage 2 from stage-1 weights, the error-map definition, the losses."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from tests.helpers import random_images
+from tfseg.losses import EARNetLoss, masked_cross_entropy, masked_mse
+from tfseg.models.earnet import EARNet, error_map
+from tfseg.models.hrnet import HRNET_CONFIGS, HRNetOCR
+
+
+@pytest.fixture(scope="module")
+def stage1():
+    keras.utils.set_random_seed(0)
+    return HRNetOCR("small", scales=(1.0, 0.5))
+
+
+def test_odd_sizes_keep_their_shape(stage1):
+    x = random_images(1, 584, 565)  # DRIVE: no power-of-two divisibility anywhere
+    assert stage1(x, training=False)["pred"].shape == (1, 584, 565, 2)
+    training = stage1(random_images(2, 75, 61), training=True)
+    assert set(training) == {"pred", "aux", "pred_05", "pred_10"}
+    assert all(v.shape == (2, 75, 61, 2) for v in training.values())
+
+
+def test_small_config_is_w18_small_v1(stage1):
+    config = HRNET_CONFIGS["small"]
+    assert [channels for _, _, channels in config.stages][-1] == (16, 32, 64, 128)
+    assert all(modules == 1 and blocks == 2 for modules, blocks, _ in config.stages)
+    assert 1.2e6 < stage1.net.count_params() < 2.0e6
+
+
+class ConstantNet:
+    """Stands in for the single-scale network: at input height h (16 at scale 1) every map is constant,
+    logits `h / 16` (so 2, 1, 0.5 at scales 2, 1, 0.5), scale attention `h / 64`, error attention 0.5."""
+
+    def __call__(self, images, training=False):
+        h, w = images.shape[1], images.shape[2]
+        fill = lambda value, channels: ops.full((images.shape[0], h, w, channels), value)
+        return {"cls": fill(h / 16, 2), "aux": fill(h / 8, 2), "scale_attention": fill(h / 64, 1),
+                "error_attention": fill(0.5, 1)}
+
+
+def constant_model(model_class, scales):
+    model = model_class("small", scales=scales)
+    object.__setattr__(model, "net", ConstantNet())  # bypass Keras' layer tracking for the stand-in
+    return model
+
+
+def test_inference_fusion_high_to_low():
+    pred = constant_model(HRNetOCR, (2.0, 1.0, 0.5))(np.zeros((1, 16, 16, 3), "float32"))["pred"]
+    p2, p1, p05, a1, a05 = 2.0, 1.0, 0.5, 16 / 64, 8 / 64
+    expected = p2
+    expected = a1 * p1 + (1 - a1) * expected  # P = a_1 p_1 + (1 - a_1) down(P)
+    expected = a05 * p05 + (1 - a05) * expected  # P = up(a_0.5 p_0.5) + (1 - up(a_0.5)) P
+    np.testing.assert_allclose(ops.convert_to_numpy(pred), expected, rtol=1e-6)
+
+
+def test_training_fusion_of_two_scales():
+    out = constant_model(HRNetOCR, (1.0,))(np.zeros((1, 16, 16, 3), "float32"), training=True)
+    a05 = 8 / 64
+    np.testing.assert_allclose(ops.convert_to_numpy(out["pred"]), a05 * 0.5 + (1 - a05) * 1.0, rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(out["aux"]), a05 * 1.0 + (1 - a05) * 2.0, rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(out["pred_05"]), 0.5)
+
+
+def test_error_attention_modulates_fused_logits_in_training_and_each_scale_at_inference():
+    model = constant_model(EARNet, (1.0, 0.5))
+    factor = 0.5 + 0.5 * 0.5  # lambda + mu * A
+    out = model(np.zeros((1, 16, 16, 3), "float32"), training=True)
+    a05 = 8 / 64
+    np.testing.assert_allclose(ops.convert_to_numpy(out["pred"]), (a05 * 0.5 + (1 - a05) * 1.0) * factor,
+                               rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(out["pred_10"]), 1.0)  # single-scale terms unmodulated
+    pred = model(np.zeros((1, 16, 16, 3), "float32"))["pred"]
+    np.testing.assert_allclose(ops.convert_to_numpy(pred), a05 * 0.5 * factor + (1 - a05) * 1.0 * factor,
+                               rtol=1e-6)
+
+
+def test_stage2_starts_from_stage1_weights(stage1):
+    stage2 = EARNet.from_stage1(stage1)
+    assert stage2.scales == stage1.scales and stage2.error_attention
+    for layer in stage1.net.layers:
+        for a, b in zip(layer.get_weights(), stage2.net.get_layer(layer.name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert stage2.net.get_layer("error_attn_out").weights  # the new head
+    assert stage2.net.count_params() > stage1.net.count_params()
+    out = stage2(random_images(1, 40, 36), training=True)
+    assert out["error_attention"].shape == (1, 40, 36, 1)
+    rebuilt = EARNet.from_config(stage2.get_config())
+    assert rebuilt.get_config() == stage2.get_config()
+
+
+def test_error_map_marks_false_positives_and_negatives():
+    prediction = np.array([[0, 1], [1, 0]])
+    truth = np.array([[0, 1], [0, 1]])
+    assert error_map(prediction, truth).tolist() == [[0, 0], [1, 1]]
+    assert error_map(prediction.astype(bool), truth.astype(bool)).dtype == np.uint8
+
+
+def test_cross_entropy_ignores_the_ignore_label():
+    logits = np.log(np.array([[[[0.8, 0.2], [0.3, 0.7]], [[0.5, 0.5], [0.9, 0.1]]]], "float32"))
+    labels = np.array([[[0, 1], [255, 1]]])
+    expected = -(np.log(0.8) + np.log(0.7) + np.log(0.1)) / 3
+    assert float(masked_cross_entropy(labels, logits)[0]) == pytest.approx(expected, rel=1e-6)
+    attention = np.array([[[[0.2], [0.9]], [[0.4], [0.0]]]], "float32")
+    errors = np.array([[[0, 1], [255, 1]]])
+    assert float(masked_mse(errors, attention)[0]) == pytest.approx((0.04 + 0.01 + 1.0) / 3, rel=1e-6)
+
+
+def test_earnet_loss_weights():
+    rng = np.random.default_rng(0)
+    outputs = {k: rng.normal(size=(2, 6, 5, 2)).astype("float32") for k in ("pred", "aux", "pred_05", "pred_10")}
+    outputs["error_attention"] = rng.random((2, 6, 5, 1)).astype("float32")
+    labels, errors = rng.integers(0, 2, (2, 6, 5)), rng.integers(0, 2, (2, 6, 5))
+    ce = {k: masked_cross_entropy(labels, outputs[k]) for k in outputs if k != "error_attention"}
+    expected = ce["pred"] + 0.4 * ce["aux"] + 0.05 * (ce["pred_05"] + ce["pred_10"])
+    np.testing.assert_allclose(EARNetLoss()(labels, outputs), expected, rtol=1e-6)
+    np.testing.assert_allclose(EARNetLoss()(labels, outputs, errors),
+                               expected + 0.5 * masked_mse(errors, outputs["error_attention"]), rtol=1e-6)

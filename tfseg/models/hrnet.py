@@ -1,0 +1,257 @@
+"""HRNetV2 + OCR + hierarchical multi-scale attention, as in NVIDIA's semantic-segmentation code that EAR-Net
+(Wang et al., DICTA 2021) forks: `network/hrnetv2.py`, `network/ocr_utils.py`, `network/ocrnet.py` (MscaleOCR).
+
+Shapes (input H x W): stem -> ceil(H/4); branch k of the trunk -> ceil(H/2^(k+2)); every lower branch is resized
+to its target's exact shape, so odd sizes (DRIVE's 584x565) work. All convs are conv-BN(-ReLU), BN eps 1e-5.
+"""
+
+import dataclasses
+
+import keras
+from keras import ops
+
+from tfseg.models.blocks import ConvBN, ResizeLike, resize_bilinear
+
+
+@dataclasses.dataclass(frozen=True)
+class HRNetConfig:
+    """Trunk (stem, stage-1 bottlenecks, stages 2-4 as (modules, blocks per branch, branch channels)) and the
+    widths of the OCR head (MID, KEY) and of the attention heads."""
+
+    stage1_blocks: int
+    stage1_channels: int
+    stages: tuple
+    mid_channels: int
+    key_channels: int
+    attention_channels: int
+    stem_channels: int = 64
+
+
+HRNET_CONFIGS = {
+    # HRNet-W18-small-v1: one module per stage, 2 blocks per branch; small OCR/attention widths for CPUs
+    "small": HRNetConfig(1, 32, ((1, 2, (16, 32)), (1, 2, (16, 32, 64)), (1, 2, (16, 32, 64, 128))), 64, 32, 32),
+    "w18": HRNetConfig(4, 64, ((1, 4, (18, 36)), (4, 4, (18, 36, 72)), (3, 4, (18, 36, 72, 144))), 512, 256, 256),
+    # the paper's trunk, with OCR MID 512 / KEY 256 and 256-channel attention heads as the official code
+    "w48": HRNetConfig(4, 64, ((1, 4, (48, 96)), (4, 4, (48, 96, 192)), (3, 4, (48, 96, 192, 384))), 512, 256, 256),
+}
+
+
+def residual_block(x, filters, bottleneck, name):
+    """BasicBlock (3x3, 3x3) or Bottleneck (1x1, 3x3, 1x1 to 4x filters); a 1x1 conv-BN shortcut when the
+    channels change; ReLU after the sum."""
+    out_channels = filters * 4 if bottleneck else filters
+    if bottleneck:
+        y = ConvBN(filters, 1, activation="relu", name=f"{name}_conv1")(x)
+        y = ConvBN(filters, 3, activation="relu", name=f"{name}_conv2")(y)
+        y = ConvBN(out_channels, 1, name=f"{name}_conv3")(y)
+    else:
+        y = ConvBN(filters, 3, activation="relu", name=f"{name}_conv1")(x)
+        y = ConvBN(filters, 3, name=f"{name}_conv2")(y)
+    shortcut = x if x.shape[-1] == out_channels else ConvBN(out_channels, 1, name=f"{name}_downsample")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(keras.layers.Add(name=f"{name}_add")([y, shortcut]))
+
+
+def fuse(branches, channels, name):
+    """HighResolutionModule fuse layers: target i sums every branch j brought to it (j > i: 1x1 conv-BN, then
+    bilinear resize; j < i: i - j stride-2 3x3 convs, ReLU between them), then ReLU."""
+    fused = []
+    for i, target in enumerate(branches):
+        terms = []
+        for j, source in enumerate(branches):
+            if j > i:
+                source = ResizeLike(name=f"{name}_up{i}_{j}")(ConvBN(channels[i], 1, name=f"{name}_{i}_{j}")(source),
+                                                               target)
+            for k in range(i - j):
+                last = k == i - j - 1
+                source = ConvBN(channels[i] if last else channels[j], 3, strides=2, activation=None if last else
+                                "relu", name=f"{name}_{i}_{j}_down{k}")(source)
+            terms.append(source)
+        fused.append(keras.layers.ReLU(name=f"{name}_relu{i}")(keras.layers.Add(name=f"{name}_add{i}")(terms)))
+    return fused
+
+
+def transition(branches, channels, name):
+    """Existing branches change width by a 3x3 conv-BN-ReLU (when needed); the new one comes from the lowest
+    branch by a stride-2 3x3 conv-BN-ReLU."""
+    out = [x if x.shape[-1] == c else ConvBN(c, 3, activation="relu", name=f"{name}_{i}")(x)
+           for i, (x, c) in enumerate(zip(branches, channels))]
+    return out + [ConvBN(channels[-1], 3, strides=2, activation="relu", name=f"{name}_{len(branches)}")(branches[-1])]
+
+
+def hrnet_features(images, config):
+    """The HRNetV2 head input: all four branches resized to the stride-4 branch and concatenated."""
+    x = ConvBN(config.stem_channels, 3, strides=2, activation="relu", name="stem_conv1")(images)  # H/2
+    x = ConvBN(config.stem_channels, 3, strides=2, activation="relu", name="stem_conv2")(x)  # H/4
+    for b in range(config.stage1_blocks):
+        x = residual_block(x, config.stage1_channels, bottleneck=True, name=f"stage1_block{b + 1}")
+    branches = [x]
+    for s, (modules, blocks, channels) in enumerate(config.stages, start=2):
+        branches = transition(branches, channels, name=f"transition{s - 1}")
+        for m in range(modules):
+            branches = [residual_block_stack(x, c, blocks, f"stage{s}_module{m + 1}_branch{i}")
+                        for i, (x, c) in enumerate(zip(branches, channels))]
+            branches = fuse(branches, channels, name=f"stage{s}_module{m + 1}_fuse")
+    upsampled = [branches[0]] + [ResizeLike(name=f"head_up{i}")(b, branches[0]) for i, b in enumerate(branches[1:], 1)]
+    return keras.layers.Concatenate(name="head_concat")(upsampled)
+
+
+def residual_block_stack(x, channels, blocks, name):
+    for b in range(blocks):
+        x = residual_block(x, channels, bottleneck=False, name=f"{name}_block{b + 1}")
+    return x
+
+
+@keras.saving.register_keras_serializable(package="tfseg")
+class SpatialGather(keras.layers.Layer):
+    """Object regions: a spatial softmax of each class's aux logits weighs the pixel features,
+    (B, h, w, C), (B, h, w, K) -> (B, K, C)."""
+
+    def call(self, features, logits):
+        batch, channels, classes = ops.shape(features)[0], ops.shape(features)[-1], ops.shape(logits)[-1]
+        probs = ops.softmax(ops.reshape(logits, (batch, -1, classes)), axis=1)  # over the h*w positions
+        return ops.einsum("bpk,bpc->bkc", probs, ops.reshape(features, (batch, -1, channels)))
+
+
+@keras.saving.register_keras_serializable(package="tfseg")
+class ObjectAttention(keras.layers.Layer):
+    """Pixel-object attention (ObjectAttentionBlock): queries from pixels, keys and values from the object
+    regions, softmax(q k^T / sqrt(KEY)) v, back to MID channels. 1x1 conv-BN-ReLU transforms, as the original."""
+
+    def __init__(self, key_channels, out_channels, **kwargs):
+        super().__init__(**kwargs)
+        self.key_channels, self.out_channels = key_channels, out_channels
+        unit = lambda c, n: ConvBN(c, 1, activation="relu", name=n)
+        self.query = [unit(key_channels, "f_pixel1"), unit(key_channels, "f_pixel2")]
+        self.key = [unit(key_channels, "f_object1"), unit(key_channels, "f_object2")]
+        self.value = unit(key_channels, "f_down")
+        self.up = unit(out_channels, "f_up")
+
+    def call(self, features, regions, training=None):
+        shape = ops.shape(features)
+        regions = ops.expand_dims(regions, 1)  # (B, 1, K, C): the regions as a 1 x K "image"
+        q, k = features, regions
+        for layer in self.query:
+            q = layer(q, training=training)
+        for layer in self.key:
+            k = layer(k, training=training)
+        v = self.value(regions, training=training)
+        q = ops.reshape(q, (shape[0], -1, self.key_channels))
+        attention = ops.softmax(ops.einsum("bpc,bkc->bpk", q, k[:, 0]) * self.key_channels**-0.5, axis=-1)
+        context = ops.reshape(ops.einsum("bpk,bkc->bpc", attention, v[:, 0]), (shape[0], shape[1], shape[2],
+                                                                                 self.key_channels))
+        return self.up(context, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "key_channels": self.key_channels, "out_channels": self.out_channels}
+
+
+def ocr_head(features, num_classes, mid, key):
+    """OCR (Yuan et al., ECCV 2020) as `OCR_block`: returns (class logits, aux soft-region logits, OCR features),
+    all at the features' stride 4."""
+    feats = ConvBN(mid, 3, activation="relu", name="ocr_conv3x3")(features)
+    aux = ConvBN(features.shape[-1], 1, activation="relu", name="aux_head_conv")(features)
+    aux = keras.layers.Conv2D(num_classes, 1, name="aux_head_cls")(aux)
+    regions = SpatialGather(name="ocr_gather")(feats, aux)
+    context = ObjectAttention(key, mid, name="ocr_object_attention")(feats, regions)
+    ocr = ConvBN(mid, 1, activation="relu", name="ocr_distri_fuse")(
+        keras.layers.Concatenate(name="ocr_distri_concat")([context, feats]))
+    ocr = keras.layers.Dropout(0.05, name="ocr_distri_dropout")(ocr)
+    return keras.layers.Conv2D(num_classes, 1, name="cls_head")(ocr), aux, ocr
+
+
+def attention_head(features, channels, name):
+    """Scale attention (and EAR-Net's error attention): 3x3 conv-BN-ReLU x2, 1x1 -> 1, sigmoid."""
+    x = ConvBN(channels, 3, activation="relu", name=f"{name}_conv1")(features)
+    x = ConvBN(channels, 3, activation="relu", name=f"{name}_conv2")(x)
+    return keras.layers.Conv2D(1, 1, use_bias=False, activation="sigmoid", name=f"{name}_out")(x)
+
+
+def single_scale_network(config, num_classes, error_attention=False):
+    """The network at one scale: {"cls", "aux", "scale_attention"[, "error_attention"]} at the input size."""
+    images = keras.Input((None, None, 3), name="images")
+    features = hrnet_features(images, config)
+    cls, aux, ocr = ocr_head(features, num_classes, config.mid_channels, config.key_channels)
+    outputs = {"cls": cls, "aux": aux, "scale_attention": attention_head(ocr, config.attention_channels, "scale_attn")}
+    if error_attention:
+        outputs["error_attention"] = attention_head(ocr, config.attention_channels, "error_attn")
+    outputs = {k: ResizeLike(name=f"{k}_up")(v, images) for k, v in outputs.items()}
+    return keras.Model(images, outputs, name="single_scale")
+
+
+def rescale(x, scale):
+    """NVIDIA's ResizeX: bilinear (align_corners=False) to floor(size * scale)."""
+    if scale == 1.0:
+        return x
+    shape = ops.shape(x)
+    size = [ops.cast(ops.floor(ops.cast(shape[i], "float32") * scale), "int32") for i in (1, 2)]
+    return resize_bilinear(x, size)
+
+
+def scale_as(x, reference):
+    shape = ops.shape(reference)
+    return resize_bilinear(x, (shape[1], shape[2]))
+
+
+@keras.saving.register_keras_serializable(package="tfseg")
+class HRNetOCR(keras.Model):
+    """HRNetV2-OCR with hierarchical multi-scale attention (Tao et al., 2020): EAR-Net's stage-1 network.
+
+    Training (`training=True`), two scales: `J = up(a_0.5 * p_0.5) + (1 - up(a_0.5)) * p_1.0`, likewise the aux
+    logits; returns {"pred": J, "aux": J_aux, "pred_05": up(p_0.5), "pred_10": p_1.0}. Inference, scales from
+    high to low: `P = p_s1`, then `P = a_s * p_s + (1 - a_s) * down(P)` for s >= 1 and
+    `P = up(a_s * p_s) + (1 - up(a_s)) * P` for s < 1; returns {"pred": P}. Logits with `num_classes` channels
+    at the input size.
+
+    With `error_attention` (EAR-Net's stage 2, see `tfseg.models.earnet`) an error-attention head A modulates
+    logits as `L * (lambda + mu * A)`: in training the fused J and J_aux by the 1.0x pass's A (also returned as
+    "error_attention"), at inference every scale before fusion.
+    """
+
+    def __init__(self, config="small", num_classes=2, scales=(2.0, 1.0, 0.5), error_attention=False,
+                 modulation=(0.5, 0.5), **kwargs):
+        super().__init__(**kwargs)
+        self.config_name, self.num_classes = config, num_classes
+        self.scales = tuple(sorted(scales, reverse=True))
+        self.error_attention, self.modulation = error_attention, tuple(modulation)
+        self.net = single_scale_network(HRNET_CONFIGS[config], num_classes, error_attention)
+
+    def modulate(self, logits, outputs):
+        """`L * (lambda + mu * A)` when the network has an error-attention head, else L."""
+        if not self.error_attention:
+            return logits
+        lam, mu = self.modulation
+        return logits * (lam + mu * outputs["error_attention"])
+
+    def call(self, images, training=False):
+        if training:
+            return self._two_scale(images)
+        return {"pred": self._multi_scale(images, self.scales)}
+
+    def _two_scale(self, images):
+        low, high = self.net(rescale(images, 0.5), training=True), self.net(images, training=True)
+        attention = scale_as(low["scale_attention"], high["cls"])
+        joint = {key: self.modulate(scale_as(low["scale_attention"] * low[key], high[key])
+                                    + (1 - attention) * high[key], high) for key in ("cls", "aux")}
+        outputs = {"pred": joint["cls"], "aux": joint["aux"], "pred_05": scale_as(low["cls"], high["cls"]),
+                   "pred_10": high["cls"]}
+        if self.error_attention:
+            outputs["error_attention"] = high["error_attention"]
+        return outputs
+
+    def _multi_scale(self, images, scales):
+        pred = None
+        for scale in scales:
+            outputs = self.net(rescale(images, scale), training=False)
+            logits, attention = self.modulate(outputs["cls"], outputs), outputs["scale_attention"]
+            if pred is None:
+                pred = logits
+            elif scale >= 1.0:
+                pred = attention * logits + (1 - attention) * scale_as(pred, logits)
+            else:
+                pred = scale_as(attention * logits, pred) + (1 - scale_as(attention, pred)) * pred
+        return scale_as(pred, images)
+
+    def get_config(self):
+        return {**super().get_config(), "config": self.config_name, "num_classes": self.num_classes,
+                "scales": list(self.scales), "error_attention": self.error_attention,
+                "modulation": list(self.modulation)}
