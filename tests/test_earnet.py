@@ -1,6 +1,8 @@
 """HRNet-OCR (EAR-Net stage 1) and EAR-Net (stage 2): shapes at odd sizes, the multi-scale fusion formulas on
 constant inputs, stage 2 from stage-1 weights, the error-map definition, the losses."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -121,3 +123,51 @@ def test_earnet_loss_weights():
     np.testing.assert_allclose(EARNetLoss()(labels, outputs), expected, rtol=1e-6)
     np.testing.assert_allclose(EARNetLoss()(labels, outputs, errors),
                                expected + 0.5 * masked_mse(errors, outputs["error_attention"]), rtol=1e-6)
+
+
+def test_crop_padding_is_ignored_in_labels_and_error_maps():
+    import tensorflow as tf
+
+    from tfseg.data.vessels import IGNORE_LABEL, augment_sample
+
+    labels, errors = tf.ones([10, 12], tf.int32), tf.zeros([10, 12], tf.int32)
+    image, labels, errors = augment_sample(tf.fill([10, 12, 3], 100.0), [labels, errors],
+                                           tf.constant([1, 2], tf.int64), 32, (1.0, 1.0), 0.0, 0.0)
+    assert image.shape == (32, 32, 3) and labels.shape == errors.shape == (32, 32)
+    assert (labels.numpy() == 1).sum() == (errors.numpy() == 0).sum() == 120  # the 10x12 image, all of it
+    assert set(np.unique(labels)) == {1, IGNORE_LABEL} and set(np.unique(errors)) == {0, IGNORE_LABEL}
+    np.testing.assert_array_equal(labels.numpy() == IGNORE_LABEL, errors.numpy() == IGNORE_LABEL)
+
+
+def test_kfold_validates_every_image_once():
+    from tfseg.data.vessels import kfold_split
+
+    folds = [kfold_split(list(range(20)), 4, k)[1] for k in range(4)]
+    assert sorted(sum(folds, [])) == list(range(20)) and all(len(f) == 5 for f in folds)
+
+
+def test_a_few_steps_of_each_stage_lower_the_loss(tmp_path):
+    from tfseg.data.layouts import find_dataset
+    from tfseg.data.synthetic import write_vessel_dataset
+    from tfseg.data.vessels import make_vessel_dataset
+    from tfseg.training.earnet import EARNetConfig, EARNetTrainer, write_error_maps
+    from tfseg.training.strategy import make_strategy
+
+    pairs = find_dataset(write_vessel_dataset(tmp_path / "vessels", 4, size=(64, 64), seed=0))
+    config = EARNetConfig(data_path="", crop=32, batch_size=2, lr=0.05, stage2_lr=0.05, scales=(1.0,))
+    strategy = make_strategy("default")
+    keras.utils.set_random_seed(0)
+    first = EARNetTrainer(config, strategy, 1, total_steps=100)
+    images, labels = next(iter(make_vessel_dataset(pairs, 2, 32, True)))
+    # eagerly: the step code without its ~50 s trace (train_earnet.py runs it traced)
+    losses = [float(first._distributed_step(images, labels)) for _ in range(4)]
+    assert losses[-1] < losses[0], losses
+    first.model.save_weights(tmp_path / "stage1.weights.h5")
+    error_maps = write_error_maps(first, pairs, tmp_path / "errors", progress=False)
+    assert [os.path.basename(p) for p in error_maps] == [f"{p.stem}.png" for p in pairs]
+
+    second = EARNetTrainer(config, strategy, 2, 100, str(tmp_path / "stage1.weights.h5"), error_maps)
+    batch = next(iter(make_vessel_dataset(pairs, 2, 32, True, error_maps)))
+    assert len(batch) == 3  # images, labels, error maps
+    losses = [float(second._distributed_step(*batch)) for _ in range(4)]
+    assert losses[-1] < losses[0], losses

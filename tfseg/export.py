@@ -14,7 +14,6 @@ import keras
 import tensorflow as tf
 
 from tfseg.inference.predictor import METADATA_FILE, probability_map, size_pair
-from tfseg.models.backbones import BACKBONES
 
 
 def model_metadata(model, input_size, task="polyp"):
@@ -22,19 +21,20 @@ def model_metadata(model, input_size, task="polyp"):
     return {
         "architecture": type(model).__name__,
         "config": model.get_config(),
-        "input_size": list(size_pair(input_size)),
-        "normalization": BACKBONES[model.backbone_name].normalization,
+        "input_size": None if input_size is None else list(size_pair(input_size)),  # None: the image's own size
+        "normalization": model.normalization,
         "task": task,
-        "outputs": ["global", "ra4", "ra3", "ra2"],
-        "prediction_index": -1,
+        "outputs": list(model.output_names),
+        "prediction_index": model.prediction_output,
+        "activation": model.output_activation,
     }
 
 
-def uint8_predict_fn(model, input_size, prediction_index=-1):
+def uint8_predict_fn(model, input_size):
     """uint8 RGB batch of any size -> probability map of `model`'s prediction output at that size."""
-    normalization = BACKBONES[model.backbone_name].normalization
     return lambda images: probability_map(images, tf.shape(images)[1:3], lambda x: model(x, training=False),
-                                          input_size, normalization, prediction_index)
+                                          input_size, model.normalization, model.prediction_output,
+                                          model.output_activation)
 
 
 def export_savedmodel(model, path, input_size, task="polyp"):

@@ -22,20 +22,20 @@ def joint_augment(image, mask, seed, *, flip_horizontal=True, flip_vertical=True
     """
     geometry_seed, colour_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     height_width = tf.shape(image)[:2]
-    transform = _random_transform(height_width, geometry_seed, flip_horizontal, flip_vertical,
+    transform = random_transform(height_width, geometry_seed, flip_horizontal, flip_vertical,
                                   max_rotation, rotate90, zoom)
     warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=tf.concat([image, mask], axis=-1)[None], transforms=transform[None], output_shape=height_width,
         fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
     )[0]
-    out_image = _jitter_colour(warped[..., :3], colour_seed, brightness, contrast, saturation, hue)
+    out_image = jitter_colour(warped[..., :3], colour_seed, brightness, contrast, saturation, hue)
     out_mask = tf.cast(warped[..., 3:] > 0.5, tf.float32)
     out_image.set_shape(image.shape)
     out_mask.set_shape(mask.shape)
     return out_image, out_mask
 
 
-def _random_transform(height_width, seed, flip_horizontal, flip_vertical, max_rotation, rotate90, zoom):
+def random_transform(height_width, seed, flip_horizontal, flip_vertical, max_rotation, rotate90, zoom):
     """The 8 projective coefficients mapping output pixel (x, y) to input pixel c + shift + A (p - c), where
     c is the image centre and A = rotation @ flips / zoom (ImageProjectiveTransformV3's convention)."""
     u = tf.random.stateless_uniform([7], seed)
@@ -59,7 +59,7 @@ def _random_transform(height_width, seed, flip_horizontal, flip_vertical, max_ro
     ])
 
 
-def _jitter_colour(image, seed, brightness, contrast, saturation, hue):
+def jitter_colour(image, seed, brightness, contrast, saturation, hue):
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
     pixels = image / 255.0
     if brightness:

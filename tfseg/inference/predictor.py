@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfseg.models.backbones import BACKBONES, normalize
+from tfseg.models.backbones import normalize
 
 METADATA_FILE = "tfseg.json"
 DEFAULT_INPUT_SIZE = 352  # PraNet's training and test size
@@ -23,13 +23,18 @@ def size_pair(size):
     return (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
 
 
-def probability_map(images, size, logits_fn, input_size, normalization, prediction_index=-1):
-    """uint8 RGB batch (B, H, W, 3) -> (B, *size, 1) probabilities: resize to `input_size` (bilinear with
-    antialiasing, as PIL's resize in PraNet's loaders), normalise, predict, resize the logits bilinearly
-    (half-pixel centres = torch `align_corners=False`, as PraNet's test script) to `size`, sigmoid."""
-    x = tf.image.resize(tf.cast(images, tf.float32), size_pair(input_size), "bilinear", antialias=True)
-    logits = logits_fn(normalize(x, normalization))[prediction_index]
-    return tf.sigmoid(tf.image.resize(tf.cast(logits, tf.float32), size, "bilinear"))
+def probability_map(images, size, logits_fn, input_size, normalization, prediction_index=-1,
+                    activation="sigmoid"):
+    """uint8 RGB batch (B, H, W, 3) -> (B, *size, 1) foreground probabilities: resize to `input_size` (bilinear
+    with antialiasing, as PIL's resize in PraNet's loaders; None keeps the image's size), normalise, predict,
+    resize the logits bilinearly (half-pixel centres = torch `align_corners=False`, as PraNet's test script) to
+    `size`, then sigmoid (one logit channel) or softmax (class channels; channel 1 is the foreground)."""
+    x = tf.cast(images, tf.float32)
+    if input_size is not None:
+        x = tf.image.resize(x, size_pair(input_size), "bilinear", antialias=True)
+    logits = tf.image.resize(tf.cast(logits_fn(normalize(x, normalization))[prediction_index], tf.float32), size,
+                             "bilinear")
+    return tf.nn.softmax(logits)[..., 1:2] if activation == "softmax" else tf.sigmoid(logits)
 
 
 def read_metadata(path):
@@ -49,16 +54,16 @@ class Predictor:
     """
 
     def __init__(self, logits_fn, input_size, normalization, prediction_index=-1, task="polyp", model=None,
-                 source=None):
+                 source=None, activation="sigmoid"):
         self.model = model  # the loaded Keras model or SavedModel: holds the variables `logits_fn` reads
-        self.input_size = size_pair(input_size)
+        self.input_size = None if input_size is None else size_pair(input_size)
         self.normalization = normalization
         self.prediction_index = prediction_index
         self.task = task
         self.source = source
         self._predict = tf.function(
             lambda image, size: probability_map(image[None], size, logits_fn, self.input_size, normalization,
-                                                prediction_index)[0, ..., 0],
+                                                prediction_index, activation)[0, ..., 0],
             input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([2], tf.int32)])
 
     @classmethod
@@ -77,14 +82,15 @@ class Predictor:
         elif path.suffix == ".keras":
             import tfseg.models  # noqa: F401  registers the tfseg layers for deserialisation
             model = keras.models.load_model(path)
-            metadata = metadata or {"normalization": BACKBONES[model.backbone_name].normalization,
-                                    "input_size": [DEFAULT_INPUT_SIZE] * 2, "prediction_index": -1,
+            metadata = metadata or {"normalization": model.normalization, "input_size": [DEFAULT_INPUT_SIZE] * 2,
+                                    "prediction_index": model.prediction_output, "activation": model.output_activation,
                                     "task": "polyp"}
             logits_fn = lambda x: model(x, training=False)
         else:
             raise ValueError(f"Unsupported model file {path}: expected a .keras file or a SavedModel folder")
         return cls(logits_fn, input_size or metadata["input_size"], metadata["normalization"],
-                   metadata.get("prediction_index", -1), metadata.get("task", "polyp"), model, str(path))
+                   metadata.get("prediction_index", -1), metadata.get("task", "polyp"), model, str(path),
+                   metadata.get("activation", "sigmoid"))
 
     def predict(self, image, size=None):
         image = np.asarray(image)

@@ -207,6 +207,13 @@ class HRNetOCR(keras.Model):
     "error_attention"), at inference every scale before fusion.
     """
 
+    # What inference needs (see tfseg.export.model_metadata): ImageNet mean/std as NVIDIA's code, softmax
+    # logits whose channel 1 is the foreground
+    output_names = ("pred",)
+    prediction_output = "pred"
+    output_activation = "softmax"
+    normalization = "torch"
+
     def __init__(self, config="small", num_classes=2, scales=(2.0, 1.0, 0.5), error_attention=False,
                  modulation=(0.5, 0.5), **kwargs):
         super().__init__(**kwargs)

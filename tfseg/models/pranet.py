@@ -6,7 +6,7 @@ Layer names follow the original modules (rfb2_1, agg1, ra4 ...) so that checkpoi
 import keras
 from keras import ops
 
-from tfseg.models.backbones import build_backbone
+from tfseg.models.backbones import BACKBONES, build_backbone
 from tfseg.models.blocks import ConvBN, ResizeLike, Upsample2x, resize_bilinear
 
 
@@ -146,6 +146,15 @@ class PraNet(keras.Model):
         self.backbone_name = backbone
         self.backbone_weights = backbone_weights
         self.channels = channels
+
+    # What inference needs (see tfseg.export.model_metadata)
+    output_names = ("global", "ra4", "ra3", "ra2")
+    prediction_output = -1  # ra2
+    output_activation = "sigmoid"
+
+    @property
+    def normalization(self):
+        return BACKBONES[self.backbone_name].normalization
 
     def get_config(self):
         return {"backbone": self.backbone_name, "backbone_weights": self.backbone_weights,

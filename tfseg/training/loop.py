@@ -76,38 +76,35 @@ def dice_per_image(logits, masks):
     return tf.where(total > 0, 2.0 * inter / tf.maximum(total, 1.0), 1.0)
 
 
-class Trainer:
-    """Builds model, optimizer and steps under `strategy.scope()`; `fit_epoch` runs one distributed epoch."""
+class SegmentationTrainer:
+    """Model, optimizer, checkpoint and the distributed step under `strategy.scope()`; `fit_epoch` runs one
+    epoch. Subclasses give the model, optimizer, per-image loss, datasets and validation."""
+
+    score_name = "val_dice"  # the validation metric that picks the best weights
 
     def __init__(self, config, strategy):
         self.config, self.strategy = config, strategy
-        if config.mixed_precision:  # bfloat16 keeps float32's range: no loss scaling needed
+        if getattr(config, "mixed_precision", False):  # bfloat16 keeps float32's range: no loss scaling needed
             keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
             if not tf.config.list_physical_devices("GPU"):
                 log.warning("mixed_precision on a CPU: bfloat16 is emulated on CPUs without AMX/AVX-512 BF16 "
                             "and can be several times slower (see docs/BENCHMARKS.md)")
         with strategy.scope():
-            self.model = PraNet(config.backbone, config.backbone_weights, config.channels)
-            self.optimizer = keras.optimizers.Adam(config.lr)
+            self.model = self.build_model()
+            self.optimizer = self.make_optimizer()
             self.optimizer.build(self.model.trainable_variables)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-            self.best_dice = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
-        self.loss_fn = StructureLoss(config.weighted_bce, reduction=None)
+            self.best_score = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch,
-                                              best_dice=self.best_dice)
-        self.sizes = pipeline.multiscale_sizes(config.input_size) if config.multiscale else [config.input_size]
+                                              best_dice=self.best_score)
         self._step = tf.function(self._distributed_step)
-        self._val_dice = tf.function(lambda images, masks: dice_per_image(self.model(images, training=False)[-1], masks),
-                                     reduce_retracing=True)
 
-    def _replica_step(self, images, masks, size):
-        if size != self.config.input_size:
-            images, masks = pipeline.rescale_batch(images, masks, size)
+    def _replica_step(self, *batch):
         with tf.GradientTape() as tape:
-            per_image = self.loss_fn(masks, self.model(images, training=True))
+            per_image = self.replica_loss(*batch)
             loss = tf.nn.compute_average_loss(per_image, global_batch_size=self.config.batch_size)
         grads = tape.gradient(loss, self.model.trainable_variables)
-        if self.config.gclip:
+        if getattr(self.config, "gclip", 0):
             # Keras' optimizer clips before it sums the replicas' gradients; the original clips the full-batch
             # gradient. So: sum here, clip element-wise, and give each replica 1/N back for the optimizer's sum.
             context = tf.distribute.get_replica_context()
@@ -118,14 +115,66 @@ class Trainer:
         self.optimizer.apply(grads, self.model.trainable_variables)
         return loss
 
-    def _distributed_step(self, images, masks, size):
-        losses = self.strategy.run(self._replica_step, args=(images, masks, size))
+    def _distributed_step(self, *batch):
+        losses = self.strategy.run(self._replica_step, args=batch)
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
+    def train_on_batch(self, batch):
+        """One optimizer step (or several); returns the loss to log."""
+        return self._step(*batch)
+
+    def on_epoch_start(self, epoch):
+        """Learning-rate schedules that change per epoch."""
+
+    def fit_epoch(self, pairs, epoch, steps, progress=True):
+        """One epoch; returns the mean loss over its steps."""
+        self.on_epoch_start(epoch)
+        mean = keras.metrics.Mean()
+        batches = iter(self.train_dataset(pairs, epoch))
+        with tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not progress,
+                  leave=False) as bar:
+            for _ in range(steps):
+                mean.update_state(self.train_on_batch(next(batches)))
+                bar.update()
+                bar.set_postfix(loss=f"{float(mean.result()):.4f}")
+        return float(mean.result())
+
+
+class Trainer(SegmentationTrainer):
+    """PraNet: Adam, structure loss over the four maps, step decay, optional multi-scale steps."""
+
+    def __init__(self, config, strategy):
+        self.loss_fn = StructureLoss(config.weighted_bce, reduction=None)
+        self.sizes = pipeline.multiscale_sizes(config.input_size) if config.multiscale else [config.input_size]
+        super().__init__(config, strategy)
+        self._val_dice = tf.function(lambda images, masks: dice_per_image(self.model(images, training=False)[-1], masks),
+                                     reduce_retracing=True)
+
+    def build_model(self):
+        c = self.config
+        return PraNet(c.backbone, c.backbone_weights, c.channels)
+
+    def make_optimizer(self):
+        return keras.optimizers.Adam(self.config.lr)
+
+    def replica_loss(self, images, masks, size):
+        if size != self.config.input_size:
+            images, masks = pipeline.rescale_batch(images, masks, size)
+        return self.loss_fn(masks, self.model(images, training=True))
+
+    def on_epoch_start(self, epoch):
+        c = self.config
+        self.optimizer.learning_rate.assign(c.lr * c.decay_rate ** (epoch // c.decay_epoch))
+
+    def train_on_batch(self, batch):
+        images, masks = batch
+        losses = {size: self._step(images, masks, size) for size in self.sizes}  # one trace per scale
+        return losses[self.config.input_size]
+
     def validate(self, dataset):
-        """Mean per-image validation Dice of the ra2 map (inference mode; the whole set on every worker)."""
+        """{"val_dice": mean per-image Dice of the ra2 map} (inference mode; the whole set on every worker)."""
         scores = [self._val_dice(images, masks) for images, masks in dataset]
-        return float(tf.reduce_mean(tf.concat(scores, 0))) if scores else float("nan")
+        return {"val_dice": float(tf.reduce_mean(tf.concat(scores, 0))) if scores else float("nan")}
 
     def train_dataset(self, pairs, epoch):
         """Per-epoch dataset (seed + epoch: a resumed run sees the same order), repeated so that every
@@ -134,23 +183,6 @@ class Trainer:
         fn = lambda ctx: pipeline.make_dataset(pairs, c.backbone, c.input_size, c.batch_size, training=True,
                                                 augment=c.augment, seed=c.seed + epoch, input_context=ctx).repeat()
         return self.strategy.distribute_datasets_from_function(fn)
-
-    def fit_epoch(self, pairs, epoch, steps, progress=True):
-        """One epoch; returns the mean loss over its steps at the base size."""
-        c = self.config
-        self.optimizer.learning_rate.assign(c.lr * c.decay_rate ** (epoch // c.decay_epoch))
-        mean = keras.metrics.Mean()
-        batches = iter(self.train_dataset(pairs, epoch))
-        with tqdm(total=steps, desc=f"epoch {epoch + 1}/{c.epochs}", disable=not progress, leave=False) as bar:
-            for _ in range(steps):
-                images, masks = next(batches)
-                for size in self.sizes:
-                    loss = self._step(images, masks, size)  # one trace per scale
-                    if size == c.input_size:
-                        mean.update_state(loss)
-                bar.update()
-                bar.set_postfix(loss=f"{float(mean.result()):.4f}")
-        return float(mean.result())
 
 
 def _run_folder(config):
@@ -169,21 +201,38 @@ def train_pranet(config, resume=None, progress=True):
     `resume_config(resume)` as config), exports the best model and returns
     `{"run_dir", "best_dice", "history", "export"}`."""
     strategy = make_strategy(config.strategy)
-    chief = is_chief(strategy)
-    if is_multiworker(strategy) and not (resume or config.run_name):
-        raise ValueError("A multi-worker run needs a run name (--name) so that every worker uses one run folder.")
-    folder = resume or _run_folder(config)
-    if chief and not resume and os.path.isfile(os.path.join(folder, "args.json")):
-        raise FileExistsError(f"Run folder {folder} already holds a run: resume it or choose another name.")
-    run = RunDirectory(folder, chief, task_id(strategy))
+    run = open_run(config, strategy, resume, _run_folder(config))
     keras.utils.set_random_seed(config.seed)
     train_pairs, val_pairs = load_pairs(config)
+    trainer = Trainer(config, strategy)
+    val_data = pipeline.make_dataset(val_pairs, config.backbone, config.input_size, config.batch_size,
+                                     training=False)
+    result = run_training(trainer, run, train_pairs, val_data, len(val_pairs), resume, progress)
+    result["best_dice"] = result["best_score"]
+    if run.chief and config.export:
+        result["export"] = export_best(trainer.model, run, config)
+    return result
+
+
+def open_run(config, strategy, resume, new_folder):
+    """The RunDirectory of a new run (refusing a folder that holds one) or of the run to resume."""
+    if is_multiworker(strategy) and not (resume or config.run_name):
+        raise ValueError("A multi-worker run needs a run name (--name) so that every worker uses one run folder.")
+    folder = resume or new_folder
+    chief = is_chief(strategy)
+    if chief and not resume and os.path.isfile(os.path.join(folder, "args.json")):
+        raise FileExistsError(f"Run folder {folder} already holds a run: resume it or choose another name.")
+    return RunDirectory(folder, chief, task_id(strategy))
+
+
+def run_training(trainer, run, train_pairs, val_data, n_val, resume=None, progress=True):
+    """The epoch loop shared by every model: resume, train, validate (`trainer.validate` -> metrics, the best
+    by `trainer.score_name`), checkpoint, log (CSV, TensorBoard). Returns {"run_dir", "best_score", "history"}."""
+    config = trainer.config
     steps = len(train_pairs) // config.batch_size
     if steps == 0:
         raise ValueError(f"{len(train_pairs)} training images are fewer than one batch of {config.batch_size}.")
     steps = min(steps, config.steps_per_epoch or steps)
-
-    trainer = Trainer(config, strategy)
     run.write_args(config)  # only once data and model are ready: a failed start leaves no run folder behind
     manager = run.checkpoint_manager(trainer.checkpoint)
     if resume and manager.latest_checkpoint:
@@ -191,39 +240,35 @@ def train_pranet(config, resume=None, progress=True):
         log.info("Resumed %s at epoch %d", manager.latest_checkpoint, int(trainer.epoch.numpy()))
     start = int(trainer.epoch.numpy())
     run.truncate_log(start)
-    val_data = pipeline.make_dataset(val_pairs, config.backbone, config.input_size, config.batch_size,
-                                     training=False)
     writers = {k: tf.summary.create_file_writer(os.path.join(run.tensorboard, k)) for k in ("train", "val")} \
-        if chief else {}
+        if run.chief else {}
     log.info("%d training / %d validation images, %d steps per epoch, run folder %s",
-             len(train_pairs), len(val_pairs), steps, run.path)
-
+             len(train_pairs), n_val, steps, run.path)
     history = []
     for epoch in range(start, config.epochs):
-        loss = trainer.fit_epoch(train_pairs, epoch, steps, progress=progress and chief)
-        dice = trainer.validate(val_data)
-        improved = dice > float(trainer.best_dice.numpy())
+        loss = trainer.fit_epoch(train_pairs, epoch, steps, progress=progress and run.chief)
+        metrics = trainer.validate(val_data)
+        score = metrics[trainer.score_name]
+        improved = score > float(trainer.best_score.numpy())
         if improved:
-            trainer.best_dice.assign(dice)
-            if chief:
+            trainer.best_score.assign(score)
+            if run.chief:
                 trainer.model.save_weights(run.best_weights)
         trainer.epoch.assign(epoch + 1)
         manager.save(checkpoint_number=epoch + 1)
-        row = {"epoch": epoch + 1, "loss": loss, "val_dice": dice,
-               "lr": float(trainer.optimizer.learning_rate.numpy())}
+        row = {"epoch": epoch + 1, "loss": loss, **metrics, "lr": float(trainer.optimizer.learning_rate.numpy())}
         history.append(row)
         run.append_log(row)
-        for key, name, value in (("train", "loss", loss), ("val", "dice", dice)) if chief else ():
-            with writers[key].as_default():
-                tf.summary.scalar(name, value, step=epoch + 1)
-        log.info("epoch %d/%d  loss %.4f  val dice %.4f%s", epoch + 1, config.epochs, loss, dice,
-                 "  (best)" if improved else "")
+        if run.chief:
+            with writers["train"].as_default():
+                tf.summary.scalar("loss", loss, step=epoch + 1)
+            with writers["val"].as_default():
+                for name, value in metrics.items():
+                    tf.summary.scalar(name.removeprefix("val_"), value, step=epoch + 1)
+        log.info("epoch %d/%d  loss %.4f  %s%s", epoch + 1, config.epochs, loss,
+                 "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), "  (best)" if improved else "")
     run.cleanup()
-
-    result = {"run_dir": run.path, "best_dice": float(trainer.best_dice.numpy()), "history": history}
-    if chief and config.export:
-        result["export"] = export_best(trainer.model, run, config)
-    return result
+    return {"run_dir": run.path, "best_score": float(trainer.best_score.numpy()), "history": history}
 
 
 def export_best(trained, run, config):

@@ -1,0 +1,198 @@
+"""EAR-Net training in two stages on the shared loop (`run_training`): stage 1 trains HRNet-OCR, its best
+checkpoint on the validation split (never the test set; the official code picked it by test sensitivity) writes
+the error maps of the training images, stage 2 fine-tunes EARNet from it with the error-attention loss.
+
+Official recipe (NVIDIA semantic-segmentation fork): SGD momentum 0.9, poly schedule power 2, weight decay
+4e-5, crops 448, scale 0.5-2.0, colour jitter 0.25; stage 2 lr 1e-3 for 15 epochs. Keras' SGD applies weight
+decay decoupled from the gradient (torch adds it to the gradient): the same fixed point, slightly other paths.
+"""
+
+import dataclasses
+import datetime
+import logging
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from tfseg.data import layouts, sources, vessels
+from tfseg.data.imageio import read_mask, write_png
+from tfseg.evaluation import vessel as vessel_metrics
+from tfseg.export import export_all
+from tfseg.losses import EARNetLoss
+from tfseg.models.earnet import EARNet, error_map
+from tfseg.models.hrnet import HRNetOCR
+from tfseg.training.loop import SegmentationTrainer, open_run, run_training
+from tfseg.training.strategy import make_strategy
+
+log = logging.getLogger(__name__)
+CHASE_TRAIN = 20  # CHASE_DB1's usual split: the first 20 images train, the last 8 test
+DATASETS = ("drive", "stare", "chase", "folder")
+
+
+@dataclasses.dataclass
+class EARNetConfig:
+    data_path: str
+    dataset: str = "folder"  # drive | stare | chase | folder: which split protocol
+    config: str = "small"  # small | w18 | w48
+    epochs: int = 40  # stage 1
+    stage2_epochs: int = 15
+    lr: float = 1e-2
+    stage2_lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    poly_power: float = 2.0
+    batch_size: int = 4
+    crop: int = 256
+    val_fraction: float = 0.2  # of the training images, for checkpoint selection
+    folds: int = 4  # STARE: k-fold cross-validation
+    fold: int = 0
+    scales: tuple = (1.0, 0.5)  # inference scales (validation, error maps, export); the paper: 2.0, 1.0, 0.5
+    modulation: tuple = (0.5, 0.5)  # lambda, mu
+    strategy: str = "auto"
+    seed: int = 0
+    steps_per_epoch: int = None
+    logdir: str = "runs"
+    run_name: str = None
+    export: bool = True
+    gclip: float = 0.0
+
+
+def split_pairs(config):
+    """(train, val, test) pairs by the dataset's protocol; val is a seeded part of the training images."""
+    if config.dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {config.dataset!r}")
+    root = config.data_path
+    if config.dataset == "drive":
+        pairs, test = layouts.find_dataset(os.path.join(root, "training")), layouts.find_dataset(
+            os.path.join(root, "test"))
+    elif config.dataset == "chase":
+        everything = layouts.find_dataset(root)
+        pairs, test = everything[:CHASE_TRAIN], everything[CHASE_TRAIN:]
+    elif config.dataset == "stare":
+        pairs, test = vessels.kfold_split(layouts.find_dataset(root), config.folds, config.fold, config.seed)
+    else:
+        pairs, test = layouts.find_dataset(root), []
+    train, val = sources.split_pairs(pairs, config.val_fraction, config.seed)
+    return train, val, test
+
+
+class EARNetTrainer(SegmentationTrainer):
+    """Stage 1 (HRNetOCR) or stage 2 (EARNet from `stage1_weights`, with `error_maps` per training pair)."""
+
+    score_name = "val_F1"
+
+    def __init__(self, config, strategy, stage, total_steps, stage1_weights=None, error_maps=None):
+        self.stage, self.total_steps = stage, total_steps
+        self.stage1_weights, self.error_maps = stage1_weights, error_maps
+        self.loss_fn = EARNetLoss()
+        super().__init__(config, strategy)
+        self._predict = tf.function(lambda x: self.model(x, training=False)["pred"], reduce_retracing=True)
+
+    def build_model(self):
+        c = self.config
+        stage1 = HRNetOCR(c.config, scales=c.scales)
+        if self.stage == 1:
+            return stage1
+        stage1(tf.zeros((1, 64, 64, 3)))  # build, then load the trained stage-1 weights
+        stage1.load_weights(self.stage1_weights)
+        return EARNet.from_stage1(stage1, c.modulation)
+
+    def make_optimizer(self):
+        c = self.config
+        lr = c.lr if self.stage == 1 else c.stage2_lr
+        schedule = keras.optimizers.schedules.PolynomialDecay(lr, max(self.total_steps, 1), 0.0, c.poly_power)
+        return keras.optimizers.SGD(schedule, momentum=c.momentum, weight_decay=c.weight_decay)
+
+    def replica_loss(self, images, labels, errors=None):
+        return self.loss_fn(labels, self.model(images, training=True), errors)
+
+    def train_dataset(self, pairs, epoch):
+        c = self.config
+        fn = lambda ctx: vessels.make_vessel_dataset(pairs, c.batch_size, c.crop, True, self.error_maps,
+                                                     seed=c.seed + epoch, input_context=ctx).repeat()
+        return self.strategy.distribute_datasets_from_function(fn)
+
+    def probabilities(self, images):
+        return tf.nn.softmax(self._predict(images))[..., 1].numpy()
+
+    def validate(self, dataset):
+        """Pooled Acc, Se, Sp, F1 and AUC of the multi-scale prediction on the full validation images."""
+        scores = [vessel_metrics.score_image(self.probabilities(images)[0], labels.numpy()[0] == 1)
+                  for images, labels in dataset]
+        results = vessel_metrics.summarize(scores)
+        return {f"val_{key}": results[key] for key in ("F1", "Acc", "Se", "Sp", "AUC")}
+
+
+def write_error_maps(trainer, pairs, folder, progress=True):
+    """Stage-1 error maps of the training images at full size, multi-scale, no augmentation: `folder/<stem>.png`
+    (0/255). Returns their paths in the order of `pairs`."""
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    dataset = vessels.make_vessel_dataset(pairs, 1, None, training=False)
+    for pair, (images, _) in tqdm(zip(pairs, dataset), total=len(pairs), desc="error maps", disable=not progress,
+                                  leave=False):
+        predicted = trainer.probabilities(images)[0] > 0.5  # = argmax of the two classes
+        path = os.path.join(folder, f"{pair.stem}.png")
+        write_png(path, error_map(predicted, read_mask(pair.mask)) * 255)
+        paths.append(path)
+    return paths
+
+
+def train_stage(config, stage, run_dir, train, val, stage1_weights=None, error_maps=None, resume=None,
+                progress=True):
+    """One stage in `run_dir`: returns run_training's result plus the trainer."""
+    strategy = make_strategy(config.strategy)
+    run = open_run(config, strategy, resume, run_dir)
+    keras.utils.set_random_seed(config.seed)
+    epochs = config.epochs if stage == 1 else config.stage2_epochs
+    stage_config = dataclasses.replace(config, epochs=epochs)
+    steps = min(len(train) // config.batch_size, config.steps_per_epoch or len(train))
+    trainer = EARNetTrainer(stage_config, strategy, stage, epochs * max(steps, 1), stage1_weights, error_maps)
+    val_data = vessels.make_vessel_dataset(val, 1, None, training=False)
+    result = run_training(trainer, run, train, val_data, len(val), resume, progress)
+    if os.path.isfile(run.best_weights):
+        trainer.model.load_weights(run.best_weights)  # the stage's best on validation, for what follows
+    return {**result, "trainer": trainer, "run": run}
+
+
+def train_earnet(config, stages=(1, 2), stage1_weights=None, progress=True):
+    """Stage 1, error maps, stage 2 (or one of them), each in its own run folder under
+    `<logdir>/<run name>/stage{1,2}`, each exported; returns {"stage1": ..., "stage2": ..., "test": pairs}."""
+    name = config.run_name or f"earnet_{config.config}_{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    root = os.path.join(config.logdir, name)
+    train, val, test = split_pairs(config)
+    sources.check_pairs(train + val)
+    results = {"test": test}
+    if 1 in stages:
+        first = train_stage(config, 1, os.path.join(root, "stage1"), train, val, progress=progress)
+        stage1_weights = first["run"].best_weights
+        results["stage1"] = _finish(first, config, progress)
+        error_dir = os.path.join(root, "error_maps")
+        results["error_maps"] = error_dir
+        error_paths = write_error_maps(first["trainer"], train, error_dir, progress)
+    if 2 in stages:
+        if stage1_weights is None:
+            raise ValueError("Stage 2 needs the stage-1 weights (train stage 1, or pass its best.weights.h5)")
+        if 1 not in stages:
+            first_trainer = EARNetTrainer(config, make_strategy(config.strategy), 1, 1)
+            first_trainer.model(tf.zeros((1, 64, 64, 3)))
+            first_trainer.model.load_weights(stage1_weights)
+            error_dir = os.path.join(root, "error_maps")
+            error_paths = write_error_maps(first_trainer, train, error_dir, progress)
+        second = train_stage(config, 2, os.path.join(root, "stage2"), train, val, stage1_weights, error_paths,
+                             progress=progress)
+        results["stage2"] = _finish(second, config, progress)
+    return results
+
+
+def _finish(stage_result, config, progress):
+    """Best validation metrics and, when asked, the export of the stage's best model."""
+    trainer, run = stage_result["trainer"], stage_result["run"]
+    best = max(stage_result["history"], key=lambda row: row["val_F1"]) if stage_result["history"] else {}
+    out = {"run_dir": run.path, "best": best}
+    if run.chief and config.export:
+        out["export"] = export_all(trainer.model, run.export, input_size=None, task="vessel")
+    return out
