@@ -31,6 +31,8 @@ def parse_args(argv=None):
     add(p, "inputsize", "--input_size", type=int, help="model input size (default: the training size)")
     add(p, "save_maps", metavar="DIR", help="write the uint8 prediction maps, one PNG per image named like the mask")
     add(p, "output", help="results folder (default: beside the model or the prediction folder, '<name>_eval')")
+    add(p, "estimate_fov", action="store_true",
+        help="vessel task: estimate a FOV mask (threshold + erosion) for images without one, for the FOV metrics")
     add(p, "observer", type=int, default=1, choices=[1, 2], help="manual annotation of DRIVE/CHASE_DB1")
     add(p, "workers", type=int, help="scoring processes (default: one per CPU core)")
     add(p, "no_plots", action="store_true", help="skip the PNG plots")
@@ -57,8 +59,8 @@ def run(args):
         task = args.task or predictor.task
     result = evaluate(args.data_path, output, task=task, predictor=predictor, pred_dir=args.pred_dir,
                       threshold=args.threshold, save_maps=args.save_maps, observer=args.observer,
-                      split_file=args.split_file, workers=args.workers, plots=not args.no_plots,
-                      progress=not args.quiet)
+                      split_file=args.split_file, estimate_fov=args.estimate_fov, workers=args.workers,
+                      plots=not args.no_plots, progress=not args.quiet)
     print(results_markdown(result["results"], task, args.threshold))
     print(f"\nResults in {output}: results.json, results.csv, per_image.csv"
           + ("" if args.no_plots else ", dice_vs_threshold.png, cases_<dataset>.png"))

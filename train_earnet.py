@@ -40,7 +40,8 @@ def parse_args(argv=None):
     add(p, "trained_model_path", help="--stage 2: the stage-1 best.weights.h5 to start from")
     add(p, "strategy", default=d.strategy, choices=["auto", "default", "mirrored", "multiworker"])
     add(p, "seed", type=int, default=d.seed)
-    add(p, "steps_per_epoch", type=int, help="cap on steps per epoch (quick runs)")
+    add(p, "steps_per_epoch", type=int,
+        help="optimizer steps per epoch (default: one pass over the training images; the data repeats)")
     add(p, "logdir", default=d.logdir)
     add(p, "name", help="run folder name (default: earnet_<config>_<time>)")
     add(p, "no_export", action="store_true")

@@ -40,7 +40,8 @@ def parse_args(argv=None):
     add(p, "strategy", default=DEFAULTS.strategy, choices=STRATEGIES)
     add(p, "mixed_precision", action="store_true", help="mixed_bfloat16 compute")
     add(p, "seed", type=int, default=DEFAULTS.seed)
-    add(p, "steps_per_epoch", type=int, help="cap on steps per epoch (quick runs)")
+    add(p, "steps_per_epoch", type=int,
+        help="optimizer steps per epoch (default: one pass over the training images; the data repeats)")
     add(p, "logdir", default=DEFAULTS.logdir, help="parent of the run folder")
     add(p, "name", help="run folder name (default: pranet_<backbone>_<time>)")
     add(p, "trained_model_path", help="where the exported model goes (default: <run folder>/export)")

@@ -301,3 +301,25 @@ def test_split_file_restricts_the_images(eval_data, tmp_path):
     results = evaluate(eval_data / "data" / "SetA", tmp_path / "out", pred_dir=preds, split_file=tmp_path / "ids.txt",
                        workers=1, plots=False, progress=False)["results"]
     assert results["SetA"]["n_images"] == 2
+
+
+def test_vessel_fov_can_be_estimated(tmp_path):
+    from tfseg.data.fov import estimate_fov
+    from tfseg.data.imageio import read_rgb
+    from tfseg.data.synthetic import write_vessel_dataset
+
+    root = write_vessel_dataset(tmp_path / "v", 2, size=(64, 64))
+    os.rename(root / "fov", tmp_path / "fov_aside")  # a dataset without FOV masks, like STARE
+    write_predictions(root / "masks", tmp_path / "preds", blur=1)
+    plain = evaluate(root, tmp_path / "a", task="vessel", pred_dir=tmp_path / "preds", workers=1, plots=False,
+                     progress=False)["results"]["v"]
+    estimated = evaluate(root, tmp_path / "b", task="vessel", pred_dir=tmp_path / "preds", workers=1, plots=False,
+                         estimate_fov=True, progress=False)["results"]["v"]
+    assert "fov" not in plain and estimated["Acc"] == plain["Acc"]
+    scores = []
+    for name in ("vessel_0000.png", "vessel_0001.png"):
+        fov = estimate_fov(read_rgb(root / "images" / name))
+        assert 0.3 < fov.mean() < 0.7  # the disc (eroded by 5 px), not the black corners
+        probability = cv2.imread(str(tmp_path / "preds" / name), 0) / np.float32(255)
+        scores.append(vessel.score_image(probability, cv2.imread(str(root / "masks" / name), 0) > 128, fov))
+    assert estimated["fov"]["Acc"] == pytest.approx(vessel.summarize(scores)["fov"]["Acc"], abs=1e-12)

@@ -106,3 +106,13 @@ def test_real_vessel_folders(name, count, size):
     mask = read_mask(pairs[0].mask)
     assert mask.shape == size and 0.03 < mask.mean() < 0.2  # vessels cover a few percent of the image
     assert read_rgb(pairs[0].image).shape == (*size, 3)
+
+
+def test_fov_estimate_matches_the_synthetic_fov():
+    from tfseg.data.fov import estimate_fov
+    from tfseg.data.synthetic import vessel_sample
+
+    image, _, fov = vessel_sample(np.random.default_rng(0), 120, 130)
+    estimate = estimate_fov(image, erosion=1)
+    truth = fov > 0
+    assert (estimate & truth).sum() / (estimate | truth).sum() > 0.95

@@ -1,4 +1,4 @@
-"""Retinal-vessel training data: k-fold splits, a FOV estimate, and the tf.data pipeline of EAR-Net's recipe
+"""Retinal-vessel training data: k-fold splits and the tf.data pipeline of EAR-Net's recipe
 (random scale 0.5-2.0, random crop padded with the ignore label, flips, rotation, colour jitter 0.25).
 
 Labels are int32 maps: 0 background, 1 vessel, IGNORE_LABEL where no loss looks (crop padding). Stage 2 adds
@@ -8,7 +8,6 @@ with IGNORE_LABEL too (the official code pads them with the vessel mask: a bug n
 
 import os
 
-import cv2
 import numpy as np
 import tensorflow as tf
 
@@ -29,17 +28,6 @@ def kfold_split(pairs, folds, fold, seed=0):
     order = np.random.default_rng(seed).permutation(len(pairs))
     val_index = set(np.array_split(order, folds)[fold].tolist())
     return ([p for i, p in enumerate(pairs) if i not in val_index], [p for i, p in enumerate(pairs) if i in val_index])
-
-
-def estimate_fov(image_rgb, threshold=20, erosion=5):
-    """A FOV mask for datasets without one (STARE, CHASE_DB1): red channel > threshold, largest component,
-    eroded by `erosion` pixels to drop the rim."""
-    bright = (image_rgb[..., 0] > threshold).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(bright)
-    if count > 1:
-        bright = (labels == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])).astype(np.uint8)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * erosion + 1, 2 * erosion + 1))
-    return cv2.erode(bright, kernel).astype(bool)
 
 
 def error_map_paths(pairs, folder):

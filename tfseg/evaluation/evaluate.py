@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from tfseg.data.imageio import image_size, read_gray, read_mask, read_rgb, write_png
 from tfseg.data.layouts import find_datasets
+from tfseg.data.fov import estimate_fov
 from tfseg.data.sources import DatasetError, files_by_key, format_names, raise_listing, split_by_file
 from tfseg.evaluation import polyp, report, vessel
 
@@ -22,16 +23,19 @@ PROTOCOLS = {"polyp": polyp, "vessel": vessel}
 RANKED_BY = {"polyp": "meanDice", "vessel": "F1"}  # the per-image score that picks the best and worst cases
 THUMBNAIL = 320  # longest side of the pictures kept for the case grids
 CASES = 3  # best and worst cases shown per dataset
+ESTIMATED_FOV = "<estimated>"  # in place of a FOV file: estimate the FOV from the image
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(data_path, output, task="polyp", predictor=None, pred_dir=None, threshold=0.5, save_maps=None,
-             observer=1, split_file=None, workers=None, plots=True, progress=True):
+             observer=1, split_file=None, estimate_fov=False, workers=None, plots=True, progress=True):
     """Scores every dataset under `data_path` and writes results.json, results.csv, per_image.csv and the
     plots to `output`. Give `predictor` (maps predicted here, optionally written to `save_maps`) or `pred_dir`
     (existing maps matched to the masks by stem; `pred_dir/<dataset>` when that folder exists). `split_file`
     (one id a line) restricts a dataset to the images it lists, e.g. Kvasir-SEG's 100 PraNet test ids.
+    `estimate_fov` (vessel task): images without a FOV mask get one estimated from the image (threshold and
+    erosion, `tfseg.data.vessels.estimate_fov`), so that the FOV metrics exist for STARE and CHASE_DB1 too.
 
     Returns {"results": {dataset: metrics}, "output": output, "notes": [what the run had to handle]}.
     Raises DatasetError for missing or mismatched files, before any scoring.
@@ -54,7 +58,7 @@ def evaluate(data_path, output, task="polyp", predictor=None, pred_dir=None, thr
         for name, pairs in datasets:
             maps_dir = os.path.join(save_maps, name) if save_maps and several else save_maps
             scores = _score_dataset(pool, name, pairs, task, threshold, predictor, predictions.get(name), maps_dir,
-                                    progress)
+                                    estimate_fov, progress)
             results[name] = {**protocol.summarize(scores, threshold), "n_images": len(scores)}
             notes += _notes(name, pairs, scores, task)
             rows += [{"dataset": name, "image": os.path.basename(pair.mask), "empty_gt": score["empty_gt"],
@@ -119,7 +123,8 @@ def _executor(workers, n_images):
     return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _score_dataset(pool, name, pairs, task, threshold, predictor, prediction_files, maps_dir, progress):
+def _score_dataset(pool, name, pairs, task, threshold, predictor, prediction_files, maps_dir, estimate_fov,
+                   progress):
     with tqdm(total=len(pairs), desc=name, unit="image", disable=not progress, leave=False) as bar:
         futures = []
         for pair in pairs:
@@ -129,7 +134,8 @@ def _score_dataset(pool, name, pairs, task, threshold, predictor, prediction_fil
                 prediction = _predict(predictor, pair, task)
                 if maps_dir:
                     write_png(os.path.join(maps_dir, Path(pair.mask).stem + ".png"), _as_uint8(prediction))
-            future = pool.submit(score_file, task, threshold, prediction, pair.mask, pair.fov)
+            fov = pair.fov or (ESTIMATED_FOV if estimate_fov and task == "vessel" else None)
+            future = pool.submit(score_file, task, threshold, prediction, pair.mask, fov, pair.image)
             future.add_done_callback(lambda _: bar.update())
             futures.append(future)
         return [future.result() for future in futures]
@@ -145,10 +151,11 @@ def _as_uint8(prediction):
     return prediction if prediction.dtype == np.uint8 else np.rint(np.clip(prediction, 0, 1) * 255).astype(np.uint8)
 
 
-def score_file(task, threshold, prediction, mask_path, fov_path=None):
+def score_file(task, threshold, prediction, mask_path, fov_path=None, image_path=None):
     """One image's protocol scores (see polyp.score_image / vessel.score_image) plus `empty_gt`, `resized_from`
     (the prediction's size when it differed from the mask's and was resized bilinearly) and a `thumbnail`.
-    `prediction` is a file (read as uint8 grey) or an array: a uint8 map, or float probabilities (vessel)."""
+    `prediction` is a file (read as uint8 grey) or an array: a uint8 map, or float probabilities (vessel).
+    `fov_path`: a FOV mask file, or ESTIMATED_FOV to estimate it from `image_path`."""
     gt = read_mask(mask_path)
     if isinstance(prediction, str):
         prediction = read_gray(prediction)
@@ -160,7 +167,8 @@ def score_file(task, threshold, prediction, mask_path, fov_path=None):
         score = polyp.score_image(prediction, gt, threshold)
     else:
         probability = prediction / np.float32(255) if prediction.dtype == np.uint8 else prediction
-        score = vessel.score_image(probability, gt, _read_fov(fov_path, gt.shape), threshold)
+        fov = estimate_fov(read_rgb(image_path)) if fov_path == ESTIMATED_FOV else _read_fov(fov_path, gt.shape)
+        score = vessel.score_image(probability, gt, fov, threshold)
     return {**score, "empty_gt": not gt.any(), "resized_from": resized_from, "thumbnail": _thumbnail(
         _as_uint8(prediction))}
 

@@ -24,7 +24,7 @@ from tfseg.export import export_all
 from tfseg.losses import EARNetLoss
 from tfseg.models.earnet import EARNet, error_map
 from tfseg.models.hrnet import HRNetOCR
-from tfseg.training.loop import SegmentationTrainer, open_run, run_training
+from tfseg.training.loop import SegmentationTrainer, epoch_steps, open_run, run_training
 from tfseg.training.strategy import make_strategy
 
 log = logging.getLogger(__name__)
@@ -149,8 +149,8 @@ def train_stage(config, stage, run_dir, train, val, stage1_weights=None, error_m
     keras.utils.set_random_seed(config.seed)
     epochs = config.epochs if stage == 1 else config.stage2_epochs
     stage_config = dataclasses.replace(config, epochs=epochs)
-    steps = min(len(train) // config.batch_size, config.steps_per_epoch or len(train))
-    trainer = EARNetTrainer(stage_config, strategy, stage, epochs * max(steps, 1), stage1_weights, error_maps)
+    total_steps = epochs * epoch_steps(len(train), config)
+    trainer = EARNetTrainer(stage_config, strategy, stage, total_steps, stage1_weights, error_maps)
     val_data = vessels.make_vessel_dataset(val, 1, None, training=False)
     result = run_training(trainer, run, train, val_data, len(val), resume, progress)
     if os.path.isfile(run.best_weights):

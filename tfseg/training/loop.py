@@ -47,7 +47,7 @@ class TrainConfig:
     strategy: str = "auto"
     mixed_precision: bool = False
     seed: int = 0
-    steps_per_epoch: int = None  # cap (quick runs); default: every full batch once
+    steps_per_epoch: int = None  # default: every full batch once (the data repeats, so more is fine)
     logdir: str = "runs"
     run_name: str = None
     trained_model_path: str = None  # where the final model goes (default: <run>/export)
@@ -225,14 +225,18 @@ def open_run(config, strategy, resume, new_folder):
     return RunDirectory(folder, chief, task_id(strategy))
 
 
+def epoch_steps(n_train, config):
+    """`config.steps_per_epoch`, or one pass over the training images in full batches."""
+    if n_train < config.batch_size:
+        raise ValueError(f"{n_train} training images are fewer than one batch of {config.batch_size}.")
+    return config.steps_per_epoch or n_train // config.batch_size
+
+
 def run_training(trainer, run, train_pairs, val_data, n_val, resume=None, progress=True):
     """The epoch loop shared by every model: resume, train, validate (`trainer.validate` -> metrics, the best
     by `trainer.score_name`), checkpoint, log (CSV, TensorBoard). Returns {"run_dir", "best_score", "history"}."""
     config = trainer.config
-    steps = len(train_pairs) // config.batch_size
-    if steps == 0:
-        raise ValueError(f"{len(train_pairs)} training images are fewer than one batch of {config.batch_size}.")
-    steps = min(steps, config.steps_per_epoch or steps)
+    steps = epoch_steps(len(train_pairs), config)
     run.write_args(config)  # only once data and model are ready: a failed start leaves no run folder behind
     manager = run.checkpoint_manager(trainer.checkpoint)
     if resume and manager.latest_checkpoint:
