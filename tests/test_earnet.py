@@ -171,3 +171,16 @@ def test_a_few_steps_of_each_stage_lower_the_loss(tmp_path):
     assert len(batch) == 3  # images, labels, error maps
     losses = [float(second._distributed_step(*batch)) for _ in range(4)]
     assert losses[-1] < losses[0], losses
+
+
+def test_training_and_eval_batches_are_normalised_alike(tmp_path):
+    from tfseg.data.layouts import find_dataset
+    from tfseg.data.synthetic import write_vessel_dataset
+    from tfseg.data.vessels import make_vessel_dataset
+
+    pairs = find_dataset(write_vessel_dataset(tmp_path / "v", 2, size=(40, 40)))
+    (train_images, _), = make_vessel_dataset(pairs, 2, 40, True, scale_range=(1.0, 1.0), jitter=0.0).take(1)
+    eval_images, eval_labels = next(iter(make_vessel_dataset(pairs, 1, None, False)))
+    assert eval_images.shape == (1, 40, 40, 3) and eval_labels.shape == (1, 40, 40)
+    for images in (train_images, eval_images):  # ImageNet mean/std: black is (0 - 0.485) / 0.229 = -2.1
+        assert -2.2 < float(np.min(images)) and float(np.max(images)) < 2.7

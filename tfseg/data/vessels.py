@@ -60,7 +60,10 @@ def make_vessel_dataset(pairs, batch_size, crop, training, error_maps=None, seed
         columns = [[column[i] for i in order] for column in columns]
     dataset = tf.data.Dataset.from_tensor_slices(tuple(columns)).shard(num_pipelines, pipeline_id)
     if not training:
-        return dataset.map(lambda *c: _decode(c)[:2]).batch(1).prefetch(tf.data.AUTOTUNE)
+        def parse_eval(*row):
+            image, labels = _decode(row)[:2]
+            return normalize(image, NORMALIZATION), labels
+        return dataset.map(parse_eval).batch(1).prefetch(tf.data.AUTOTUNE)
     base_seed = tf.constant([seed, pipeline_id], tf.int64)
 
     def parse(index, row):
