@@ -28,18 +28,20 @@ MULTISCALE_RATES = (0.75, 1.0, 1.25)
 
 def decode_pair(image_path, mask_path):
     """(image HxWx3 float32 in [0, 255], mask HxWx1 float32 in {0, 1}) of two files."""
-    indices = tf.constant([_decoder_index(image_path), _decoder_index(mask_path)])
-    return _decode_columns(tf.constant(str(image_path)), indices[0], tf.constant(str(mask_path)), indices[1])
+    indices = tf.constant([decoder_index(image_path), decoder_index(mask_path)])
+    return decode_columns(tf.constant(str(image_path)), indices[0], tf.constant(str(mask_path)), indices[1])
 
 
-def _decoder_index(path):
+def decoder_index(path):
+    """The DECODER_BY_EXTENSION branch that reads `path` (picked in Python, before tf.data)."""
     ext = os.path.splitext(str(path))[1].lower()
     if ext not in DECODER_BY_EXTENSION:
         raise DatasetError(f"Unsupported image extension {ext!r}: {path}")
     return DECODER_BY_EXTENSION[ext]
 
 
-def _decode_columns(image_path, image_decoder, mask_path, mask_decoder):
+def decode_columns(image_path, image_decoder, mask_path, mask_decoder):
+    """(image HxWx3 float32 in [0, 255], mask HxWx1 in {0, 1}) from path and decoder-index tensors."""
     image = _decode_rgb(image_path, image_decoder)
     mask = binarize_mask(tf.reduce_max(_decode_rgb(mask_path, mask_decoder), axis=-1, keepdims=True))
     return image, mask
@@ -123,8 +125,8 @@ def make_dataset(pairs, backbone, input_size, batch_size, training, augment=Fals
 def _file_columns(pairs):
     """(image paths, image decoders, mask paths, mask decoders): the decoders are chosen here, in Python."""
     return (
-        [p.image for p in pairs], [_decoder_index(p.image) for p in pairs],
-        [p.mask for p in pairs], [_decoder_index(p.mask) for p in pairs],
+        [p.image for p in pairs], [decoder_index(p.image) for p in pairs],
+        [p.mask for p in pairs], [decoder_index(p.mask) for p in pairs],
     )
 
 
@@ -146,7 +148,7 @@ def _eval_parser(backbone, size):
 
 def _decode_resized(columns, size):
     """Image: bilinear with antialiasing (as PIL's bilinear resize in PraNet's loader); mask: same, then > 0.5."""
-    image, mask = _decode_columns(*columns)
+    image, mask = decode_columns(*columns)
     image = tf.image.resize(image, size, "bilinear", antialias=True)
     mask = tf.cast(tf.image.resize(mask, size, "bilinear", antialias=True) > 0.5, tf.float32)
     return image, mask

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfseg.data.augment import jitter_colour, random_transform
-from tfseg.data.pipeline import _decode_columns, _decoder_index
+from tfseg.data.pipeline import decode_columns, decoder_index
 from tfseg.data.sources import DatasetError
 from tfseg.models.backbones import normalize
 
@@ -47,10 +47,10 @@ def make_vessel_dataset(pairs, batch_size, crop, training, error_maps=None, seed
     pairs = list(pairs)
     if not pairs:
         raise DatasetError("make_vessel_dataset got no pairs")
-    columns = [[p.image for p in pairs], [_decoder_index(p.image) for p in pairs],
-               [p.mask for p in pairs], [_decoder_index(p.mask) for p in pairs]]
+    columns = [[p.image for p in pairs], [decoder_index(p.image) for p in pairs],
+               [p.mask for p in pairs], [decoder_index(p.mask) for p in pairs]]
     if error_maps is not None:
-        columns += [list(error_maps), [_decoder_index(path) for path in error_maps]]
+        columns += [list(error_maps), [decoder_index(path) for path in error_maps]]
     num_pipelines, pipeline_id = 1, 0
     if input_context is not None:
         num_pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
@@ -77,10 +77,10 @@ def make_vessel_dataset(pairs, batch_size, crop, training, error_maps=None, seed
 
 def _decode(row):
     """(image float [0, 255], labels (H, W) int32[, errors (H, W) int32]) of one row of file columns."""
-    image, mask = _decode_columns(*row[:4])
+    image, mask = decode_columns(*row[:4])
     outputs = (image, tf.cast(mask[..., 0], tf.int32))
     if len(row) > 4:
-        _, errors = _decode_columns(row[0], row[1], row[4], row[5])
+        _, errors = decode_columns(row[0], row[1], row[4], row[5])
         outputs += (tf.cast(errors[..., 0], tf.int32),)
     return outputs
 
