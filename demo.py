@@ -56,7 +56,7 @@ def main():
     print("\n== tfseg demo: done")
     print(f"synthetic data     {train_dir} ({args.train_images} images), {val_dir} ({args.val_images})")
     print(f"run folder         {run}  (args.json, log.csv, checkpoints/, best.weights.h5)")
-    print(f"validation Dice    " + ", ".join(f"{r['val_dice']:.3f}" for r in result["history"])
+    print("validation Dice    " + ", ".join(f"{r['val_dice']:.3f}" for r in result["history"])
           + f"  (best {result['best_dice']:.3f})")
     print(f"SavedModel         {result['export']['savedmodel']}  (endpoints: serve, serve_uint8)")
     print(f"Keras model        {result['export']['keras']}")

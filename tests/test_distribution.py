@@ -22,7 +22,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from tfseg.training import TrainConfig
-from tfseg.training.loop import Trainer, load_pairs
+from tfseg.training.loop import PraNetTrainer, load_pairs
 from tfseg.training.strategy import make_strategy
 
 config = TrainConfig(data_path=sys.argv[1], backbone="mobilenetv2", backbone_weights=None, input_size=64,
@@ -30,7 +30,7 @@ config = TrainConfig(data_path=sys.argv[1], backbone="mobilenetv2", backbone_wei
 train, _ = load_pairs(config)
 strategy = make_strategy("mirrored")
 assert strategy.num_replicas_in_sync == 2
-mirrored, single = Trainer(config, strategy), Trainer(config, make_strategy("default"))
+mirrored, single = PraNetTrainer(config, strategy), PraNetTrainer(config, make_strategy("default"))
 single.model.set_weights(mirrored.model.get_weights())
 start = [v.numpy() for v in single.model.trainable_variables]
 for trainer in (mirrored, single):  # Adam's linear regime: float-order noise in tiny gradients stays tiny

@@ -9,7 +9,7 @@ import tensorflow as tf
 from tests.helpers import max_abs_diff, random_images, run_python
 from tfseg.inference import Predictor
 from tfseg.training import TrainConfig
-from tfseg.training.loop import Trainer, load_pairs
+from tfseg.training.loop import PraNetTrainer, load_pairs
 from tfseg.training.strategy import make_strategy
 
 
@@ -21,7 +21,7 @@ def tiny_config(polyp_dir, **overrides):
 def test_steps_lower_the_loss(polyp_dir):
     config = tiny_config(polyp_dir)
     train, _ = load_pairs(config)
-    trainer = Trainer(config, make_strategy("default"))
+    trainer = PraNetTrainer(config, make_strategy("default"))
     images, masks = next(iter(trainer.train_dataset(train, epoch=0)))
     losses = [float(trainer._step(images, masks, 64)) for _ in range(8)]
     assert losses[-1] < 0.8 * losses[0], losses

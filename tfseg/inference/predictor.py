@@ -5,7 +5,6 @@ it gives the input size, the backbone normalisation and which output is the pred
 """
 
 import json
-import os
 from pathlib import Path
 
 import keras

@@ -13,7 +13,6 @@ import logging
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
@@ -57,7 +56,8 @@ class EARNetConfig:
     logdir: str = "runs"
     run_name: str = None
     export: bool = True
-    gclip: float = 0.0
+    gclip: float = 0.0  # element-wise gradient clip (0: off; the official recipe does not clip)
+    mixed_precision: bool = False
 
 
 def split_pairs(config):
@@ -169,7 +169,7 @@ def train_earnet(config, stages=(1, 2), stage1_weights=None, progress=True):
     if 1 in stages:
         first = train_stage(config, 1, os.path.join(root, "stage1"), train, val, progress=progress)
         stage1_weights = first["run"].best_weights
-        results["stage1"] = _finish(first, config, progress)
+        results["stage1"] = _finish(first, config)
         error_dir = os.path.join(root, "error_maps")
         results["error_maps"] = error_dir
         error_paths = write_error_maps(first["trainer"], train, error_dir, progress)
@@ -184,11 +184,11 @@ def train_earnet(config, stages=(1, 2), stage1_weights=None, progress=True):
             error_paths = write_error_maps(first_trainer, train, error_dir, progress)
         second = train_stage(config, 2, os.path.join(root, "stage2"), train, val, stage1_weights, error_paths,
                              progress=progress)
-        results["stage2"] = _finish(second, config, progress)
+        results["stage2"] = _finish(second, config)
     return results
 
 
-def _finish(stage_result, config, progress):
+def _finish(stage_result, config):
     """Best validation metrics and, when asked, the export of the stage's best model."""
     trainer, run = stage_result["trainer"], stage_result["run"]
     best = max(stage_result["history"], key=lambda row: row["val_F1"]) if stage_result["history"] else {}

@@ -84,7 +84,7 @@ class SegmentationTrainer:
 
     def __init__(self, config, strategy):
         self.config, self.strategy = config, strategy
-        if getattr(config, "mixed_precision", False):  # bfloat16 keeps float32's range: no loss scaling needed
+        if config.mixed_precision:  # bfloat16 keeps float32's range: no loss scaling needed
             keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
             if not tf.config.list_physical_devices("GPU"):
                 log.warning("mixed_precision on a CPU: bfloat16 is emulated on CPUs without AMX/AVX-512 BF16 "
@@ -104,7 +104,7 @@ class SegmentationTrainer:
             per_image = self.replica_loss(*batch)
             loss = tf.nn.compute_average_loss(per_image, global_batch_size=self.config.batch_size)
         grads = tape.gradient(loss, self.model.trainable_variables)
-        if getattr(self.config, "gclip", 0):
+        if self.config.gclip:
             # Keras' optimizer clips before it sums the replicas' gradients; the original clips the full-batch
             # gradient. So: sum here, clip element-wise, and give each replica 1/N back for the optimizer's sum.
             context = tf.distribute.get_replica_context()
@@ -140,15 +140,15 @@ class SegmentationTrainer:
         return float(mean.result())
 
 
-class Trainer(SegmentationTrainer):
+class PraNetTrainer(SegmentationTrainer):
     """PraNet: Adam, structure loss over the four maps, step decay, optional multi-scale steps."""
 
     def __init__(self, config, strategy):
         self.loss_fn = StructureLoss(config.weighted_bce, reduction=None)
         self.sizes = pipeline.multiscale_sizes(config.input_size) if config.multiscale else [config.input_size]
         super().__init__(config, strategy)
-        self._val_dice = tf.function(lambda images, masks: dice_per_image(self.model(images, training=False)[-1], masks),
-                                     reduce_retracing=True)
+        ra2_dice = lambda images, masks: dice_per_image(self.model(images, training=False)[-1], masks)
+        self._val_dice = tf.function(ra2_dice, reduce_retracing=True)
 
     def build_model(self):
         c = self.config
@@ -204,7 +204,7 @@ def train_pranet(config, resume=None, progress=True):
     run = open_run(config, strategy, resume, _run_folder(config))
     keras.utils.set_random_seed(config.seed)
     train_pairs, val_pairs = load_pairs(config)
-    trainer = Trainer(config, strategy)
+    trainer = PraNetTrainer(config, strategy)
     val_data = pipeline.make_dataset(val_pairs, config.backbone, config.input_size, config.batch_size,
                                      training=False)
     result = run_training(trainer, run, train_pairs, val_data, len(val_pairs), resume, progress)
