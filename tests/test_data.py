@@ -361,6 +361,16 @@ def test_each_training_sample_gets_its_own_augmentation(tmp_path):
     assert len({masks[i].numpy().tobytes() for i in range(4)}) == 4
 
 
+def test_repeated_training_data_is_augmented_afresh_each_pass(tmp_path):
+    pairs = find_pairs(write_polyp_dataset(tmp_path, 2, size=(32, 32)))
+    make = lambda: make_dataset(pairs, "tf", 32, 2, training=True, augment=True, seed=3, repeat=True).take(3)
+    passes = [images.numpy() for images, _ in make()]
+    once = next(iter(make_dataset(pairs, "tf", 32, 2, training=True, augment=True, seed=3)))[0].numpy()
+    np.testing.assert_array_equal(passes[0], once)  # the first pass is the plain epoch
+    assert not np.array_equal(passes[0], passes[1]) and not np.array_equal(passes[1], passes[2])
+    np.testing.assert_array_equal(np.stack(passes), np.stack([images.numpy() for images, _ in make()]))
+
+
 # ---------------------------------------------------------------- augmentation
 
 

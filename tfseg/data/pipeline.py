@@ -88,13 +88,14 @@ def binarize_mask(gray):
 
 
 def make_dataset(pairs, backbone, input_size, batch_size, training, augment=False, seed=0,
-                 input_context=None, drop_remainder=None):
+                 input_context=None, drop_remainder=None, repeat=False):
     """Batches `(images (B, h, w, 3) normalised for backbone, masks (B, h, w, 1) in {0, 1})`, float32.
 
     Training: the pairs are shuffled in Python with `seed` (fixed order however often the dataset is iterated;
     the trainer builds one per epoch with seed + epoch, so a resumed run sees the same order), then optionally
     augmented with per-sample seeds derived from (seed, pipeline id, position). Eval: file order, no augmentation.
-    Order is deterministic in both. `input_context` (tf.distribute.InputContext) shards the files and turns
+    Order is deterministic in both. `repeat` (training): endless, every pass reshuffled and augmented afresh
+    (a plain `.repeat()` afterwards would replay the first pass's augmentations). `input_context` (tf.distribute.InputContext) shards the files and turns
     `batch_size` (global) into the per-replica batch size. drop_remainder defaults to `training`.
     """
     pairs = list(pairs)
@@ -114,12 +115,18 @@ def make_dataset(pairs, backbone, input_size, batch_size, training, augment=Fals
     size = _height_width(input_size)
     if training:
         parse = _train_parser(backbone, size, augment, tf.constant([seed, pipeline_id], tf.int64))
-        dataset = dataset.enumerate()
+        dataset = endless(dataset, n_local, seed).enumerate() if repeat else dataset.enumerate()
     else:
         parse = _eval_parser(backbone, size)
     dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def endless(dataset, size, seed):
+    """`dataset` repeated forever, each pass after the first in a new seeded order (the first keeps its own)."""
+    first, rest = dataset, dataset.shuffle(max(size, 1), seed=seed, reshuffle_each_iteration=True).repeat()
+    return first.concatenate(rest)
 
 
 def _file_columns(pairs):

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfseg.data.augment import jitter_colour, random_transform
-from tfseg.data.pipeline import decode_columns, decoder_index
+from tfseg.data.pipeline import decode_columns, decoder_index, endless
 from tfseg.data.sources import DatasetError
 from tfseg.models.backbones import normalize
 
@@ -40,9 +40,10 @@ def error_map_paths(pairs, folder):
 
 
 def make_vessel_dataset(pairs, batch_size, crop, training, error_maps=None, seed=0, input_context=None,
-                        scale_range=(0.5, 2.0), max_rotation=15.0, jitter=0.25):
+                        scale_range=(0.5, 2.0), max_rotation=15.0, jitter=0.25, repeat=False):
     """Training: batches (images (B, crop, crop, 3), labels (B, crop, crop)[, errors (B, crop, crop)]), images
-    normalised, augmented per sample from (seed, pipeline, position). Eval: one full-size image per batch,
+    normalised, augmented per sample from (seed, pipeline, position); `repeat`: endless, every pass reshuffled
+    and augmented afresh. Eval: one full-size image per batch,
     (images (1, H, W, 3), labels (1, H, W)), no augmentation. `error_maps`: a path per pair (stage 2)."""
     pairs = list(pairs)
     if not pairs:
@@ -71,6 +72,8 @@ def make_vessel_dataset(pairs, batch_size, crop, training, error_maps=None, seed
         sample_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
         return augment_sample(image, targets, sample_seed, crop, scale_range, max_rotation, jitter)
 
+    if repeat:
+        dataset = endless(dataset, len(pairs[pipeline_id::num_pipelines]), seed)
     dataset = dataset.enumerate().map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 

@@ -177,11 +177,12 @@ class PraNetTrainer(SegmentationTrainer):
         return {"val_dice": float(tf.reduce_mean(tf.concat(scores, 0))) if scores else float("nan")}
 
     def train_dataset(self, pairs, epoch):
-        """Per-epoch dataset (seed + epoch: a resumed run sees the same order), repeated so that every
-        worker runs the same number of steps."""
+        """Per-epoch dataset (seed + epoch: a resumed run sees the same order), endless so that every worker
+        runs the same number of steps, each pass freshly augmented."""
         c = self.config
         fn = lambda ctx: pipeline.make_dataset(pairs, c.backbone, c.input_size, c.batch_size, training=True,
-                                                augment=c.augment, seed=c.seed + epoch, input_context=ctx).repeat()
+                                                augment=c.augment, seed=c.seed + epoch, input_context=ctx,
+                                                repeat=True)
         return self.strategy.distribute_datasets_from_function(fn)
 
 
