@@ -66,7 +66,7 @@ def main(argv=None):
 def run(args):
     if args.resume:
         config = resume_config(args.resume, epochs=args.epoch, strategy=args.strategy,
-                               export=False if args.no_export else None)
+                               export=not args.no_export)  # the export is the end of a run, not a setting
         result = train_pranet(config, resume=args.resume, progress=not args.quiet)
     else:
         result = train_pranet(config_from_args(args), progress=not args.quiet)

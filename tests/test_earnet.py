@@ -154,11 +154,11 @@ def test_a_few_steps_of_each_stage_lower_the_loss(tmp_path):
     from tfseg.training.strategy import make_strategy
 
     pairs = find_dataset(write_vessel_dataset(tmp_path / "vessels", 4, size=(64, 64), seed=0))
-    config = EARNetConfig(data_path="", crop=32, batch_size=2, lr=0.05, stage2_lr=0.05, scales=(1.0,))
+    config = EARNetConfig(data_path="", crop=64, batch_size=2, stage2_lr=1e-3, scales=(1.0,))  # Adam 1e-3
     strategy = make_strategy("default")
     keras.utils.set_random_seed(0)
     first = EARNetTrainer(config, strategy, 1, total_steps=100)
-    images, labels = next(iter(make_vessel_dataset(pairs, 2, 32, True)))
+    images, labels = next(iter(make_vessel_dataset(pairs, 2, 64, True)))
     # eagerly: the step code without its ~50 s trace (train_earnet.py runs it traced)
     losses = [float(first._distributed_step(images, labels)) for _ in range(4)]
     assert losses[-1] < losses[0], losses
@@ -167,7 +167,7 @@ def test_a_few_steps_of_each_stage_lower_the_loss(tmp_path):
     assert [os.path.basename(p) for p in error_maps] == [f"{p.stem}.png" for p in pairs]
 
     second = EARNetTrainer(config, strategy, 2, 100, str(tmp_path / "stage1.weights.h5"), error_maps)
-    batch = next(iter(make_vessel_dataset(pairs, 2, 32, True, error_maps)))
+    batch = next(iter(make_vessel_dataset(pairs, 2, 64, True, error_maps)))
     assert len(batch) == 3  # images, labels, error maps
     losses = [float(second._distributed_step(*batch)) for _ in range(4)]
     assert losses[-1] < losses[0], losses
@@ -184,3 +184,76 @@ def test_training_and_eval_batches_are_normalised_alike(tmp_path):
     assert eval_images.shape == (1, 40, 40, 3) and eval_labels.shape == (1, 40, 40)
     for images in (train_images, eval_images):  # ImageNet mean/std: black is (0 - 0.485) / 0.229 = -2.1
         assert -2.2 < float(np.min(images)) and float(np.max(images)) < 2.7
+
+
+def test_repeated_vessel_crops_are_new_each_pass(tmp_path):
+    from tfseg.data.layouts import find_dataset
+    from tfseg.data.synthetic import write_vessel_dataset
+    from tfseg.data.vessels import make_vessel_dataset
+
+    pairs = find_dataset(write_vessel_dataset(tmp_path / "v", 2, size=(48, 48)))
+    first, second = [labels.numpy() for _, labels in make_vessel_dataset(pairs, 2, 32, True, repeat=True).take(2)]
+    assert not np.array_equal(first, second)  # a plain .repeat() would replay the same crops
+
+
+def test_cli_trains_both_stages_resumes_exports_and_evaluates(tmp_path, capsys):
+    """train_earnet.py --stage all on a DRIVE-layout folder, then --resume of stage 2 with more epochs, then the
+    stage-2 export (SavedModel == Keras inference) scored on the test split. In-process with tf.functions run eagerly: the same code without ~2 min of tracing."""
+    import json
+
+    import tensorflow as tf
+
+    import train_earnet
+    from tests.test_training import read_log
+    from tfseg.data.synthetic import write_vessel_dataset
+    from tfseg.evaluation import evaluate
+    from tfseg.inference import Predictor
+
+    for split, n in (("training", 4), ("test", 2)):
+        write_vessel_dataset(tmp_path / "DRIVE" / split, n, size=(112, 100), seed=len(split), layout="drive")
+    run_dir = tmp_path / "runs" / "run"
+    common = ["--steps_per_epoch", "1", "--quiet", "--no_export"]
+    tf.config.run_functions_eagerly(True)
+    try:
+        train_earnet.main(["--data_path", str(tmp_path / "DRIVE"), "--dataset", "drive", "--epochs", "1",
+                           "--stage2_epochs", "1", "--batchsize", "2", "--crop", "96", "--val_split", "0.25",
+                           "--scales", "1.0", "0.5", "--logdir", str(tmp_path / "runs"), "--name", "run", *common])
+        first = capsys.readouterr().out
+        assert "| stage1 (best validation epoch) |" in first and "| stage2 (best validation epoch) |" in first
+        maps = os.listdir(run_dir / "error_maps")  # named like the images, of the 3 training (not validation) ones
+        assert len(maps) == 3 and all(name.endswith("_training.png") for name in maps)
+        # stage 2 alone goes on from its checkpoint, from stage 1's best weights and error maps written again
+        train_earnet.main(["--resume", str(run_dir), "--stage", "2", "--stage2_epochs", "2", "--quiet"])
+    finally:
+        tf.config.run_functions_eagerly(False)
+    assert [row["epoch"] for row in read_log(run_dir / "stage1")] == ["1"]
+    assert [row["epoch"] for row in read_log(run_dir / "stage2")] == ["1", "2"]
+    reader = tf.train.load_checkpoint(str(run_dir / "stage2" / "checkpoints"))
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 2  # resumed, not redone
+    with open(run_dir / "stage2" / "args.json") as f:
+        assert json.load(f)["scales"] == [1.0, 0.5]
+
+    export = run_dir / "stage2" / "export"
+    model = keras.models.load_model(export / "model.keras")
+    assert type(model) is EARNet and model.scales == (1.0, 0.5)
+    served = tf.saved_model.load(str(export / "savedmodel"))
+    x = random_images(1, 37, 45)
+    assert float(np.max(np.abs(served.serve(tf.constant(x))["pred"] - model(x, training=False)["pred"]))) < 1e-4
+    assert float(np.max(np.abs(model(x, training=True)["pred"] - model(x, training=False)["pred"]))) > 1e-3
+
+    results = evaluate(str(tmp_path / "DRIVE" / "test"), str(tmp_path / "eval"), task="vessel",
+                       predictor=Predictor.load(str(export / "savedmodel")), progress=False, plots=False)
+    assert sorted((run_dir / "test_ids.txt").read_text().split()) == ["21_training", "22_training"]
+    assert f"--split_file {run_dir / 'test_ids.txt'}" in capsys.readouterr().out
+    (scores,) = results["results"].values()
+    assert 0.0 <= scores["AUC"] <= 1.0 and scores["n_images"] == 2
+
+
+def test_region_transforms_have_batchnorm_only_when_asked():
+    for region_batchnorm in (False, True):
+        model = HRNetOCR("small", region_batchnorm=region_batchnorm)
+        attention = model.net.get_layer("ocr_object_attention")
+        region_layers = [*attention.key, attention.value, attention.up]
+        assert all(hasattr(layer, "bn") == region_batchnorm for layer in region_layers)
+        assert all(hasattr(layer, "bn") for layer in attention.query)  # pixel queries keep BN either way
+        assert HRNetOCR.from_config(model.get_config()).region_batchnorm == region_batchnorm

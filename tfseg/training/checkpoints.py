@@ -51,6 +51,13 @@ class RunDirectory:
                 writer.writeheader()
             writer.writerow(row)
 
+    def read_log(self):
+        """The logged epochs as dicts of floats (epoch as int); [] before the first epoch."""
+        if not os.path.isfile(self.csv):
+            return []
+        with open(self.csv, newline="") as f:
+            return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
     def truncate_log(self, epochs_done):
         """Drops log rows of epochs after the restored checkpoint (they will be trained again)."""
         if not (self.chief and os.path.isfile(self.csv)):

@@ -23,41 +23,57 @@ from tfseg.export import export_all
 from tfseg.losses import EARNetLoss
 from tfseg.models.earnet import EARNet, error_map
 from tfseg.models.hrnet import HRNetOCR
+from tfseg.training.checkpoints import RunDirectory
 from tfseg.training.loop import SegmentationTrainer, epoch_steps, open_run, run_training
-from tfseg.training.strategy import make_strategy
+from tfseg.training.strategy import is_chief, make_strategy, task_id
 
 log = logging.getLogger(__name__)
 CHASE_TRAIN = 20  # CHASE_DB1's usual split: the first 20 images train, the last 8 test
 DATASETS = ("drive", "stare", "chase", "folder")
+TEST_IDS = "test_ids.txt"  # in the run folder: the held-out test images of the split protocol
 
 
 @dataclasses.dataclass
 class EARNetConfig:
+    """Defaults: the CPU recipe measured in docs/BENCHMARKS.md (small trunk, Adam, 384 crops, 20 + 8 epochs of
+    50 steps, under an hour on STARE). The official recipe (SGD 1e-2 / stage 2 1e-3, momentum 0.9, 448 crops)
+    starts from an ImageNet-pretrained trunk; from scratch SGD stayed at the class prior here."""
+
     data_path: str
     dataset: str = "folder"  # drive | stare | chase | folder: which split protocol
     config: str = "small"  # small | w18 | w48
-    epochs: int = 40  # stage 1
-    stage2_epochs: int = 15
-    lr: float = 1e-2
-    stage2_lr: float = 1e-3
+    epochs: int = 20  # stage 1
+    stage2_epochs: int = 8
+    steps_per_epoch: int = 50  # vessel sets are 20-40 images: an epoch is this many steps (None: one pass)
+    optimizer: str = "adam"  # adam | sgd (the official recipe, momentum 0.9)
+    lr: float = None  # stage 1; default 1e-3 (adam) or 1e-2 (sgd)
+    stage2_lr: float = None  # default lr / 10, as the official 1e-2 -> 1e-3
     momentum: float = 0.9
     weight_decay: float = 4e-5
     poly_power: float = 2.0
-    batch_size: int = 4
-    crop: int = 256
+    batch_size: int = 2
+    crop: int = 384  # smaller crops leave the 1/32 branch a few pixels: its batch statistics get noisy
     val_fraction: float = 0.2  # of the training images, for checkpoint selection
     folds: int = 4  # STARE: k-fold cross-validation
     fold: int = 0
     scales: tuple = (1.0, 0.5)  # inference scales (validation, error maps, export); the paper: 2.0, 1.0, 0.5
     modulation: tuple = (0.5, 0.5)  # lambda, mu
+    region_batchnorm: bool = False  # True: BN on the OCR object-region vectors, as the original (see HRNetOCR)
     strategy: str = "auto"
     seed: int = 0
-    steps_per_epoch: int = None
     logdir: str = "runs"
     run_name: str = None
     export: bool = True
     gclip: float = 0.0  # element-wise gradient clip (0: off; the official recipe does not clip)
     mixed_precision: bool = False
+
+    def __post_init__(self):
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
+        if self.lr is None:
+            self.lr = 1e-3 if self.optimizer == "adam" else 1e-2
+        if self.stage2_lr is None:
+            self.stage2_lr = self.lr / 10
 
 
 def split_pairs(config):
@@ -93,7 +109,7 @@ class EARNetTrainer(SegmentationTrainer):
 
     def build_model(self):
         c = self.config
-        stage1 = HRNetOCR(c.config, scales=c.scales)
+        stage1 = HRNetOCR(c.config, scales=c.scales, region_batchnorm=c.region_batchnorm)
         if self.stage == 1:
             return stage1
         stage1(tf.zeros((1, 64, 64, 3)))  # build, then load the trained stage-1 weights
@@ -104,6 +120,8 @@ class EARNetTrainer(SegmentationTrainer):
         c = self.config
         lr = c.lr if self.stage == 1 else c.stage2_lr
         schedule = keras.optimizers.schedules.PolynomialDecay(lr, max(self.total_steps, 1), 0.0, c.poly_power)
+        if c.optimizer == "adam":
+            return keras.optimizers.Adam(schedule, weight_decay=c.weight_decay)
         return keras.optimizers.SGD(schedule, momentum=c.momentum, weight_decay=c.weight_decay)
 
     def replica_loss(self, images, labels, errors=None):
@@ -112,7 +130,7 @@ class EARNetTrainer(SegmentationTrainer):
     def train_dataset(self, pairs, epoch):
         c = self.config
         fn = lambda ctx: vessels.make_vessel_dataset(pairs, c.batch_size, c.crop, True, self.error_maps,
-                                                     seed=c.seed + epoch, input_context=ctx).repeat()
+                                                     seed=c.seed + epoch, input_context=ctx, repeat=True)
         return self.strategy.distribute_datasets_from_function(fn)
 
     def probabilities(self, images):
@@ -141,9 +159,22 @@ def write_error_maps(trainer, pairs, folder, progress=True):
     return paths
 
 
-def train_stage(config, stage, run_dir, train, val, stage1_weights=None, error_maps=None, resume=None,
+def resume_config(run_dir, **overrides):
+    """The configuration of the EAR-Net run folder `run_dir` (`<logdir>/<name>`, as stored by its first stage),
+    with the overrides that are not None."""
+    stage = "stage1" if os.path.isfile(os.path.join(run_dir, "stage1", "args.json")) else "stage2"
+    stored = RunDirectory(os.path.join(run_dir, stage)).read_args()
+    stored.update(epochs=stored["epochs"] if stage == "stage1" else EARNetConfig.epochs,
+                  scales=tuple(stored["scales"]), modulation=tuple(stored["modulation"]),
+                  logdir=os.path.dirname(os.path.abspath(run_dir)), run_name=os.path.basename(os.path.abspath(run_dir)))
+    return EARNetConfig(**{**stored, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def train_stage(config, stage, run_dir, train, val, stage1_weights=None, error_maps=None, resume=False,
                 progress=True):
-    """One stage in `run_dir`: returns run_training's result plus the trainer."""
+    """One stage in `run_dir` (continued from its last checkpoint when `resume` and it has begun): returns
+    run_training's result plus the trainer."""
+    resume = run_dir if resume and os.path.isfile(os.path.join(run_dir, "args.json")) else None
     strategy = make_strategy(config.strategy)
     run = open_run(config, strategy, resume, run_dir)
     keras.utils.set_random_seed(config.seed)
@@ -158,20 +189,23 @@ def train_stage(config, stage, run_dir, train, val, stage1_weights=None, error_m
     return {**result, "trainer": trainer, "run": run}
 
 
-def train_earnet(config, stages=(1, 2), stage1_weights=None, progress=True):
+def train_earnet(config, stages=(1, 2), stage1_weights=None, progress=True, resume=False):
     """Stage 1, error maps, stage 2 (or one of them), each in its own run folder under
-    `<logdir>/<run name>/stage{1,2}`, each exported; returns {"stage1": ..., "stage2": ..., "test": pairs}."""
+    `<logdir>/<run name>/stage{1,2}`, each exported; returns {"stage1": ..., "stage2": ..., "test": pairs}.
+    `resume` (with `resume_config(folder)` as config): every stage goes on from its last checkpoint, a finished
+    one is only reloaded; the error maps are written again from stage 1's best weights."""
     name = config.run_name or f"earnet_{config.config}_{datetime.datetime.now():%Y%m%d-%H%M%S}"
     root = os.path.join(config.logdir, name)
+    if resume and stage1_weights is None and os.path.isfile(os.path.join(root, "stage1", "best.weights.h5")):
+        stage1_weights = os.path.join(root, "stage1", "best.weights.h5")
     train, val, test = split_pairs(config)
     sources.check_pairs(train + val)
     results = {"test": test}
     if 1 in stages:
-        first = train_stage(config, 1, os.path.join(root, "stage1"), train, val, progress=progress)
+        first = train_stage(config, 1, os.path.join(root, "stage1"), train, val, resume=resume, progress=progress)
         stage1_weights = first["run"].best_weights
         results["stage1"] = _finish(first, config)
-        error_dir = os.path.join(root, "error_maps")
-        results["error_maps"] = error_dir
+        error_dir = results["error_maps"] = _error_folder(root, first["trainer"].strategy)
         error_paths = write_error_maps(first["trainer"], train, error_dir, progress)
     if 2 in stages:
         if stage1_weights is None:
@@ -180,18 +214,36 @@ def train_earnet(config, stages=(1, 2), stage1_weights=None, progress=True):
             first_trainer = EARNetTrainer(config, make_strategy(config.strategy), 1, 1)
             first_trainer.model(tf.zeros((1, 64, 64, 3)))
             first_trainer.model.load_weights(stage1_weights)
-            error_dir = os.path.join(root, "error_maps")
+            error_dir = results["error_maps"] = _error_folder(root, first_trainer.strategy)
             error_paths = write_error_maps(first_trainer, train, error_dir, progress)
         second = train_stage(config, 2, os.path.join(root, "stage2"), train, val, stage1_weights, error_paths,
-                             progress=progress)
+                             resume=resume, progress=progress)
         results["stage2"] = _finish(second, config)
+    last_run = (second if 2 in stages else first)["run"]
+    if test and last_run.chief:
+        results["test_ids"] = write_ids(test, os.path.join(root, TEST_IDS))
     return results
 
 
+def write_ids(pairs, path):
+    """The pairs' stems, one a line (for `test_model.py --split_file`); returns `path`."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.writelines(f"{pair.stem}\n" for pair in pairs)
+    return path
+
+
+def _error_folder(root, strategy):
+    """`root/error_maps`; other multi-worker tasks write their identical copy to a folder of their own."""
+    return os.path.join(root, "error_maps" if is_chief(strategy) else f".error_maps_worker{task_id(strategy)}")
+
+
 def _finish(stage_result, config):
-    """Best validation metrics and, when asked, the export of the stage's best model."""
+    """Best validation metrics (over the whole log, resumed epochs included) and, when asked, the export of the
+    stage's best model."""
     trainer, run = stage_result["trainer"], stage_result["run"]
-    best = max(stage_result["history"], key=lambda row: row["val_F1"]) if stage_result["history"] else {}
+    log_rows = run.read_log() or stage_result["history"]
+    best = max(log_rows, key=lambda row: row["val_F1"]) if log_rows else {}
     out = {"run_dir": run.path, "best": best}
     if run.chief and config.export:
         out["export"] = export_all(trainer.model, run.export, input_size=None, task="vessel")
