@@ -254,6 +254,7 @@ def test_region_transforms_have_batchnorm_only_when_asked():
         model = HRNetOCR("small", region_batchnorm=region_batchnorm)
         attention = model.net.get_layer("ocr_object_attention")
         region_layers = [*attention.key, attention.value, attention.up]
+        region_layers.append(model.net.get_layer("ocr_distri_fuse"))  # fed by the context
         assert all(hasattr(layer, "bn") == region_batchnorm for layer in region_layers)
         assert all(hasattr(layer, "bn") for layer in attention.query)  # pixel queries keep BN either way
         assert HRNetOCR.from_config(model.get_config()).region_batchnorm == region_batchnorm

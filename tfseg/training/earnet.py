@@ -37,7 +37,7 @@ TEST_IDS = "test_ids.txt"  # in the run folder: the held-out test images of the 
 class EARNetConfig:
     """Defaults: the CPU recipe measured in docs/BENCHMARKS.md (small trunk, Adam, 384 crops, 20 + 8 epochs of
     50 steps, under an hour on STARE). The official recipe (SGD 1e-2 / stage 2 1e-3, momentum 0.9, 448 crops)
-    starts from an ImageNet-pretrained trunk; from scratch SGD stayed at the class prior here."""
+    starts from an ImageNet-pretrained trunk (`optimizer="sgd"`, `crop=448`)."""
 
     data_path: str
     dataset: str = "folder"  # drive | stare | chase | folder: which split protocol
