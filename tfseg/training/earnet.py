@@ -35,8 +35,8 @@ TEST_IDS = "test_ids.txt"  # in the run folder: the held-out test images of the 
 
 @dataclasses.dataclass
 class EARNetConfig:
-    """Defaults: the CPU recipe measured in docs/BENCHMARKS.md (small trunk, Adam, 384 crops, 20 + 8 epochs of
-    50 steps, under an hour on STARE). The official recipe (SGD 1e-2 / stage 2 1e-3, momentum 0.9, 448 crops)
+    """Defaults: a CPU recipe that trains from scratch (small trunk, Adam, 384 crops, 20 + 8 epochs of 50 steps;
+    a half-budget STARE run is in docs/BENCHMARKS.md). The official recipe (SGD 1e-2 / stage 2 1e-3, momentum 0.9, 448 crops)
     starts from an ImageNet-pretrained trunk (`optimizer="sgd"`, `crop=448`)."""
 
     data_path: str
