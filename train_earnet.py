@@ -101,9 +101,10 @@ def run(args):
             print(f"{stage} export: {results[stage]['export']['savedmodel']}")
     if results.get("test_ids") and "export" in results.get("stage2", results.get("stage1", {})):
         stage = "stage2" if "stage2" in results else "stage1"
+        test_data = (f"{os.path.join(config.data_path, 'test')}" if config.dataset == "drive" else
+                     f"{config.data_path} --split_file {results['test_ids']}")  # DRIVE's test/ is a folder
         print(f"test split ({len(results['test'])} images): python test_model.py --model "
-              f"{results[stage]['export']['savedmodel']} --data_path {config.data_path} "
-              f"--split_file {results['test_ids']}")
+              f"{results[stage]['export']['savedmodel']} --data_path {test_data}")
 
 
 if __name__ == "__main__":

@@ -244,7 +244,7 @@ def test_cli_trains_both_stages_resumes_exports_and_evaluates(tmp_path, capsys):
     results = evaluate(str(tmp_path / "DRIVE" / "test"), str(tmp_path / "eval"), task="vessel",
                        predictor=Predictor.load(str(export / "savedmodel")), progress=False, plots=False)
     assert sorted((run_dir / "test_ids.txt").read_text().split()) == ["21_training", "22_training"]
-    assert f"--split_file {run_dir / 'test_ids.txt'}" in capsys.readouterr().out
+    assert f"--data_path {tmp_path / 'DRIVE' / 'test'}" in capsys.readouterr().out  # DRIVE: the test/ folder
     (scores,) = results["results"].values()
     assert 0.0 <= scores["AUC"] <= 1.0 and scores["n_images"] == 2
 
