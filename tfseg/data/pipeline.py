@@ -95,8 +95,9 @@ def make_dataset(pairs, backbone, input_size, batch_size, training, augment=Fals
     the trainer builds one per epoch with seed + epoch, so a resumed run sees the same order), then optionally
     augmented with per-sample seeds derived from (seed, pipeline id, position). Eval: file order, no augmentation.
     Order is deterministic in both. `repeat` (training): endless, every pass reshuffled and augmented afresh
-    (a plain `.repeat()` afterwards would replay the first pass's augmentations). `input_context` (tf.distribute.InputContext) shards the files and turns
-    `batch_size` (global) into the per-replica batch size. drop_remainder defaults to `training`.
+    (a plain `.repeat()` afterwards would replay the first pass's augmentations). `input_context`
+    (tf.distribute.InputContext) shards the files and turns `batch_size` (global) into the per-replica batch
+    size. drop_remainder defaults to `training`.
     """
     pairs = list(pairs)
     if not pairs:
@@ -125,8 +126,7 @@ def make_dataset(pairs, backbone, input_size, batch_size, training, augment=Fals
 
 def endless(dataset, size, seed):
     """`dataset` repeated forever, each pass after the first in a new seeded order (the first keeps its own)."""
-    first, rest = dataset, dataset.shuffle(max(size, 1), seed=seed, reshuffle_each_iteration=True).repeat()
-    return first.concatenate(rest)
+    return dataset.concatenate(dataset.shuffle(max(size, 1), seed=seed, reshuffle_each_iteration=True).repeat())
 
 
 def _file_columns(pairs):
