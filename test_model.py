@@ -18,7 +18,8 @@ from tfseg.evaluation.report import results_markdown  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source = p.add_mutually_exclusive_group(required=True)
-    add(source, "model", help="SavedModel folder or .keras file exported by tfseg")
+    add(source, "model", help="SavedModel folder or .keras file exported by tfseg, or a PraNet .weights.h5 file "
+                              "(with --backbone)")
     add(source, "pred_dir", help="folder of prediction maps (PNG, any model) named like the images or masks; "
                                  "with several datasets, one sub-folder per dataset")
     add(p, "data_path", required=True,
@@ -26,6 +27,8 @@ def parse_args(argv=None):
              "PraNet's TestDataset/")
     add(p, "split_file", help="evaluate only the ids listed (one per line), e.g. Kvasir-SEG's "
                                "pranet_kvasir_test_names.txt")
+    add(p, "backbone", help="backbone of a PraNet .weights.h5 --model: resnet50 | mobilenetv2 | res2net50 (the "
+                             "original weights converted by convert_weights.py)")
     add(p, "task", choices=["polyp", "vessel"], help="protocol (default: the model's task, else polyp)")
     add(p, "threshold", type=float, default=0.5, help="binarisation threshold of dice@T/iou@T and vessel metrics")
     add(p, "inputsize", "--input_size", type=int, help="model input size (default: the training size)")
@@ -51,11 +54,12 @@ def main(argv=None):
 
 def run(args):
     source = Path(args.model or args.pred_dir)
-    output = args.output or str(source.parent / f"{source.stem}_eval")
+    name = source.name.removesuffix(".weights.h5") if source.name.endswith(".weights.h5") else source.stem
+    output = args.output or str(source.parent / f"{name}_eval")
     predictor, task = None, args.task or "polyp"
     if args.model:
         from tfseg.inference import Predictor  # TensorFlow only when a model is evaluated
-        predictor = Predictor.load(args.model, input_size=args.inputsize)
+        predictor = Predictor.load(args.model, input_size=args.inputsize, backbone=args.backbone)
         task = args.task or predictor.task
     result = evaluate(args.data_path, output, task=task, predictor=predictor, pred_dir=args.pred_dir,
                       threshold=args.threshold, save_maps=args.save_maps, observer=args.observer,

@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfseg.cli import add_flag as add  # noqa: E402
 from tfseg.data import DatasetError  # noqa: E402
+from tfseg.models import BACKBONES  # noqa: E402
 from tfseg.training import TrainConfig, resume_config, train_pranet  # noqa: E402
 from tfseg.training.strategy import STRATEGIES  # noqa: E402
 
@@ -23,8 +24,10 @@ def parse_args(argv=None):
     add(p, "split_file", help="text file of validation ids (file stems) taken out of --data_path")
     add(p, "val_fraction", "--data_split", type=float, default=DEFAULTS.val_fraction,
         help="seeded validation fraction when neither --val_path nor --split_file is given")
-    add(p, "backbone", default=DEFAULTS.backbone, choices=["resnet50", "mobilenetv2"])
-    add(p, "backbone_weights", default="imagenet", help="imagenet | none | PATH to a no-top weights file")
+    add(p, "backbone", default=DEFAULTS.backbone, choices=list(BACKBONES))
+    add(p, "backbone_weights", default="imagenet",
+        help="imagenet | none | PATH to a no-top weights file (res2net50: the ImageNet weights converted by "
+             "convert_weights.py --model res2net50)")
     add(p, "channels", type=int, default=DEFAULTS.channels)
     add(p, "epoch", "--epochs", type=int, help=f"number of epochs (default {DEFAULTS.epochs}; on --resume: as stored)")
     add(p, "lr", type=float, default=DEFAULTS.lr)

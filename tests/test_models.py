@@ -16,7 +16,7 @@ def mobilenet_pranet():
     return PraNet("mobilenetv2", backbone_weights=None)
 
 
-@pytest.mark.parametrize("backbone", ["resnet50", "mobilenetv2"])
+@pytest.mark.parametrize("backbone", ["resnet50", "mobilenetv2", "res2net50"])
 def test_four_maps_at_input_size(backbone):
     model = PraNet(backbone, backbone_weights=None)
     for height, width in SIZES:
@@ -110,5 +110,6 @@ def test_normalisation_per_backbone():
                                rtol=1e-6)
     np.testing.assert_allclose(normalize(rgb, "torch"),
                                [[[(1 - 0.485) / 0.229, -0.456 / 0.224, (0.5 - 0.406) / 0.225]]], rtol=1e-6)
+    np.testing.assert_array_equal(normalize(rgb, "res2net50"), normalize(rgb, "torch"))  # PraNet's own input
     with pytest.raises(ValueError, match="Unknown backbone"):
         normalize(rgb, "vgg")

@@ -46,6 +46,24 @@ def read_metadata(path):
     return None
 
 
+def load_keras_model(path, backbone=None):
+    """A `.keras` file, or a PraNet on `backbone` filled from a `.weights.h5` file (a training run's
+    best.weights.h5, or the original weights converted by convert_weights.py)."""
+    import tfseg.models  # registers the tfseg layers for deserialisation
+
+    if path.suffix == ".keras":
+        return keras.models.load_model(path)
+    if path.name.endswith(".weights.h5"):
+        if backbone is None:
+            raise ValueError(f"{path} holds weights only: name the backbone of the PraNet they belong to "
+                             f"({', '.join(tfseg.models.BACKBONES)})")
+        model = tfseg.models.PraNet(backbone, backbone_weights=None)
+        model.load_weights(path)
+        return model
+    raise ValueError(f"Unsupported model file {path}: expected a .keras file, a .weights.h5 file or a SavedModel "
+                     "folder")
+
+
 class Predictor:
     """Probability maps from a trained model with the preprocessing it was trained with.
 
@@ -66,8 +84,9 @@ class Predictor:
             input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([2], tf.int32)])
 
     @classmethod
-    def load(cls, path, input_size=None):
-        """A `.keras` file or a SavedModel folder; `input_size` overrides the training size of the metadata."""
+    def load(cls, path, input_size=None, backbone=None):
+        """A `.keras` file, a SavedModel folder, or a PraNet `.weights.h5` file with its `backbone` named;
+        `input_size` overrides the training size of the metadata."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"Model not found: {path}")
@@ -78,15 +97,12 @@ class Predictor:
                                         f"(its preprocessing is unknown)")
             model = tf.saved_model.load(str(path))
             logits_fn = model.serve
-        elif path.suffix == ".keras":
-            import tfseg.models  # noqa: F401  registers the tfseg layers for deserialisation
-            model = keras.models.load_model(path)
+        else:
+            model = load_keras_model(path, backbone)
             metadata = metadata or {"normalization": model.normalization, "input_size": [DEFAULT_INPUT_SIZE] * 2,
                                     "prediction_index": model.prediction_output, "activation": model.output_activation,
                                     "task": "polyp"}
             logits_fn = lambda x: model(x, training=False)
-        else:
-            raise ValueError(f"Unsupported model file {path}: expected a .keras file or a SavedModel folder")
         return cls(logits_fn, input_size or metadata["input_size"], metadata["normalization"],
                    metadata.get("prediction_index", -1), metadata.get("task", "polyp"), model, str(path),
                    metadata.get("activation", "sigmoid"))
