@@ -46,6 +46,9 @@ def parse_args(argv=None):
     add(p, "steps_per_epoch", type=int, default=d.steps_per_epoch,
         help="optimizer steps per epoch (0: one pass over the training images; the data repeats, each pass "
              "augmented afresh)")
+    add(p, "norm", default=d.norm, choices=["group", "batch"],
+        help="normalisation of the conv units: group (learns with batches of 2) or batch (the original, for "
+             "large batches)")
     add(p, "region_batchnorm", action="store_true",
         help="BatchNorm on OCR's object-region vectors as the original (off: with 2 classes it normalises over "
              "2 x batch values)")
@@ -83,7 +86,7 @@ def run(args):
             stage2_epochs=args.stage2_epochs, optimizer=args.optimizer, lr=args.lr, stage2_lr=args.stage2_lr,
             batch_size=args.batchsize, crop=args.crop, val_fraction=args.val_split, folds=args.folds,
             fold=args.fold, scales=tuple(args.scales), strategy=args.strategy, seed=args.seed,
-            steps_per_epoch=args.steps_per_epoch, region_batchnorm=args.region_batchnorm,
+            steps_per_epoch=args.steps_per_epoch, norm=args.norm, region_batchnorm=args.region_batchnorm,
             logdir=args.logdir, run_name=args.name, export=not args.no_export)
         config = EARNetConfig(**{k: v for k, v in settings.items() if v is not None})
     stages = {"1": (1,), "2": (2,), "all": (1, 2)}[args.stage]

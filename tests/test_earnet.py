@@ -217,7 +217,8 @@ def test_cli_trains_both_stages_resumes_exports_and_evaluates(tmp_path, capsys):
     try:
         train_earnet.main(["--data_path", str(tmp_path / "DRIVE"), "--dataset", "drive", "--epochs", "1",
                            "--stage2_epochs", "1", "--batchsize", "2", "--crop", "96", "--val_split", "0.25",
-                           "--scales", "1.0", "0.5", "--logdir", str(tmp_path / "runs"), "--name", "run", *common])
+                           "--scales", "1.0", "0.5", "--norm", "batch",  # the export must keep BN in inference mode
+                           "--logdir", str(tmp_path / "runs"), "--name", "run", *common])
         first = capsys.readouterr().out
         assert "| stage1 (best validation epoch) |" in first and "| stage2 (best validation epoch) |" in first
         maps = os.listdir(run_dir / "error_maps")  # named like the images, of the 3 training (not validation) ones
@@ -258,3 +259,17 @@ def test_region_transforms_have_batchnorm_only_when_asked():
         assert all(hasattr(layer, "bn") == region_batchnorm for layer in region_layers)
         assert all(hasattr(layer, "bn") for layer in attention.query)  # pixel queries keep BN either way
         assert HRNetOCR.from_config(model.get_config()).region_batchnorm == region_batchnorm
+
+
+def test_group_norm_makes_each_sample_independent_of_its_batch():
+    model = HRNetOCR("small", scales=(1.0,), norm="group")
+    norms = [layer for layer in model.net._flatten_layers() if isinstance(layer, keras.layers.GroupNormalization)]
+    assert norms and not any(isinstance(layer, keras.layers.BatchNormalization)
+                             for layer in model.net._flatten_layers())
+    x = random_images(2, 64, 48)
+    # the aux logits: no dropout on their path
+    alone, together = model.net(x[:1], training=True)["aux"], model.net(x, training=True)["aux"][:1]
+    assert np.allclose(alone, together, atol=1e-4)  # BatchNorm would mix the two samples' statistics
+    assert np.allclose(model.net(x, training=False)["aux"], model.net(x, training=True)["aux"], atol=1e-4)
+    restored = HRNetOCR.from_config(model.get_config())
+    assert restored.norm == "group" and EARNet.from_stage1(model).norm == "group"

@@ -3,11 +3,14 @@
 Everything here uses `keras.ops` only, so it runs on any Keras 3 backend.
 """
 
+import math
+
 import keras
 from keras import ops
 
 # PyTorch's BatchNorm2d defaults (eps=1e-5, momentum=0.1) in Keras terms.
 TORCH_BN = {"epsilon": 1e-5, "momentum": 0.9}
+GROUP_NORM_GROUPS = 16  # norm="group": gcd(channels, 16) groups (Wu & He, ECCV 2018, use 32 on wider layers)
 
 
 def _source_indices(in_size, out_size, align_corners):
@@ -75,18 +78,23 @@ class ConvBN(keras.layers.Layer):
     every side as torch does (Keras' "same" would pad only bottom/right for even inputs).
 
     Without activation it is PraNet's BasicConv2d (whose ReLU is never called); with "relu" the conv-BN-ReLU
-    unit of HRNet and OCR."""
+    unit of HRNet and OCR. `norm="group"` puts GroupNormalization (gcd(filters, 16) groups, eps 1e-5) in the
+    place of BatchNorm (the attribute keeps the name `bn`): no batch statistics, for batches of one or two."""
 
-    def __init__(self, filters, kernel_size, dilation_rate=1, strides=1, activation=None, **kwargs):
+    def __init__(self, filters, kernel_size, dilation_rate=1, strides=1, activation=None, norm="batch", **kwargs):
         super().__init__(**kwargs)
+        if norm not in ("batch", "group"):
+            raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
         self.filters, self.kernel_size, self.dilation_rate = filters, kernel_size, dilation_rate
-        self.strides, self.activation = strides, activation
+        self.strides, self.activation, self.norm = strides, activation, norm
         kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         pad = tuple(dilation_rate * (k // 2) for k in kernel)
         self.pad = keras.layers.ZeroPadding2D(pad, name="pad") if strides > 1 and any(pad) else None
         self.conv = keras.layers.Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation_rate,
                                         padding="valid" if self.pad else "same", use_bias=False, name="conv")
-        self.bn = keras.layers.BatchNormalization(**TORCH_BN, name="bn")
+        self.bn = keras.layers.BatchNormalization(**TORCH_BN, name="bn") if norm == "batch" else \
+            keras.layers.GroupNormalization(math.gcd(filters, GROUP_NORM_GROUPS), epsilon=TORCH_BN["epsilon"],
+                                            name="gn")
         self.act = keras.layers.Activation(activation, name="act") if activation else None
 
     def build(self, input_shape):
@@ -107,4 +115,5 @@ class ConvBN(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "dilation_rate": self.dilation_rate, "strides": self.strides, "activation": self.activation}
+                "dilation_rate": self.dilation_rate, "strides": self.strides, "activation": self.activation,
+                "norm": self.norm}

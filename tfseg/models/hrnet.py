@@ -36,22 +36,23 @@ HRNET_CONFIGS = {
 }
 
 
-def residual_block(x, filters, bottleneck, name):
+def residual_block(x, filters, bottleneck, name, norm="batch"):
     """BasicBlock (3x3, 3x3) or Bottleneck (1x1, 3x3, 1x1 to 4x filters); a 1x1 conv-BN shortcut when the
     channels change; ReLU after the sum."""
     out_channels = filters * 4 if bottleneck else filters
     if bottleneck:
-        y = ConvBN(filters, 1, activation="relu", name=f"{name}_conv1")(x)
-        y = ConvBN(filters, 3, activation="relu", name=f"{name}_conv2")(y)
-        y = ConvBN(out_channels, 1, name=f"{name}_conv3")(y)
+        y = ConvBN(filters, 1, activation="relu", norm=norm, name=f"{name}_conv1")(x)
+        y = ConvBN(filters, 3, activation="relu", norm=norm, name=f"{name}_conv2")(y)
+        y = ConvBN(out_channels, 1, norm=norm, name=f"{name}_conv3")(y)
     else:
-        y = ConvBN(filters, 3, activation="relu", name=f"{name}_conv1")(x)
-        y = ConvBN(filters, 3, name=f"{name}_conv2")(y)
-    shortcut = x if x.shape[-1] == out_channels else ConvBN(out_channels, 1, name=f"{name}_downsample")(x)
+        y = ConvBN(filters, 3, activation="relu", norm=norm, name=f"{name}_conv1")(x)
+        y = ConvBN(filters, 3, norm=norm, name=f"{name}_conv2")(y)
+    shortcut = x if x.shape[-1] == out_channels else ConvBN(out_channels, 1, norm=norm,
+                                                            name=f"{name}_downsample")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(keras.layers.Add(name=f"{name}_add")([y, shortcut]))
 
 
-def fuse(branches, channels, name):
+def fuse(branches, channels, name, norm="batch"):
     """HighResolutionModule fuse layers: target i sums every branch j brought to it (j > i: 1x1 conv-BN, then
     bilinear resize; j < i: i - j stride-2 3x3 convs, ReLU between them), then ReLU."""
     fused = []
@@ -59,45 +60,46 @@ def fuse(branches, channels, name):
         terms = []
         for j, source in enumerate(branches):
             if j > i:
-                source = ResizeLike(name=f"{name}_up{i}_{j}")(ConvBN(channels[i], 1, name=f"{name}_{i}_{j}")(source),
-                                                               target)
+                lateral = ConvBN(channels[i], 1, norm=norm, name=f"{name}_{i}_{j}")(source)
+                source = ResizeLike(name=f"{name}_up{i}_{j}")(lateral, target)
             for k in range(i - j):
                 last = k == i - j - 1
                 source = ConvBN(channels[i] if last else channels[j], 3, strides=2, activation=None if last else
-                                "relu", name=f"{name}_{i}_{j}_down{k}")(source)
+                                "relu", norm=norm, name=f"{name}_{i}_{j}_down{k}")(source)
             terms.append(source)
         fused.append(keras.layers.ReLU(name=f"{name}_relu{i}")(keras.layers.Add(name=f"{name}_add{i}")(terms)))
     return fused
 
 
-def transition(branches, channels, name):
+def transition(branches, channels, name, norm="batch"):
     """Existing branches change width by a 3x3 conv-BN-ReLU (when needed); the new one comes from the lowest
     branch by a stride-2 3x3 conv-BN-ReLU."""
-    out = [x if x.shape[-1] == c else ConvBN(c, 3, activation="relu", name=f"{name}_{i}")(x)
+    out = [x if x.shape[-1] == c else ConvBN(c, 3, activation="relu", norm=norm, name=f"{name}_{i}")(x)
            for i, (x, c) in enumerate(zip(branches, channels))]
-    return out + [ConvBN(channels[-1], 3, strides=2, activation="relu", name=f"{name}_{len(branches)}")(branches[-1])]
+    new = ConvBN(channels[-1], 3, strides=2, activation="relu", norm=norm, name=f"{name}_{len(branches)}")
+    return out + [new(branches[-1])]
 
 
-def hrnet_features(images, config):
+def hrnet_features(images, config, norm="batch"):
     """The HRNetV2 head input: all four branches resized to the stride-4 branch and concatenated."""
-    x = ConvBN(config.stem_channels, 3, strides=2, activation="relu", name="stem_conv1")(images)  # H/2
-    x = ConvBN(config.stem_channels, 3, strides=2, activation="relu", name="stem_conv2")(x)  # H/4
+    x = ConvBN(config.stem_channels, 3, strides=2, activation="relu", norm=norm, name="stem_conv1")(images)  # H/2
+    x = ConvBN(config.stem_channels, 3, strides=2, activation="relu", norm=norm, name="stem_conv2")(x)  # H/4
     for b in range(config.stage1_blocks):
-        x = residual_block(x, config.stage1_channels, bottleneck=True, name=f"stage1_block{b + 1}")
+        x = residual_block(x, config.stage1_channels, bottleneck=True, name=f"stage1_block{b + 1}", norm=norm)
     branches = [x]
     for s, (modules, blocks, channels) in enumerate(config.stages, start=2):
-        branches = transition(branches, channels, name=f"transition{s - 1}")
+        branches = transition(branches, channels, name=f"transition{s - 1}", norm=norm)
         for m in range(modules):
-            branches = [residual_block_stack(x, c, blocks, f"stage{s}_module{m + 1}_branch{i}")
+            branches = [residual_block_stack(x, c, blocks, f"stage{s}_module{m + 1}_branch{i}", norm)
                         for i, (x, c) in enumerate(zip(branches, channels))]
-            branches = fuse(branches, channels, name=f"stage{s}_module{m + 1}_fuse")
+            branches = fuse(branches, channels, name=f"stage{s}_module{m + 1}_fuse", norm=norm)
     upsampled = [branches[0]] + [ResizeLike(name=f"head_up{i}")(b, branches[0]) for i, b in enumerate(branches[1:], 1)]
     return keras.layers.Concatenate(name="head_concat")(upsampled)
 
 
-def residual_block_stack(x, channels, blocks, name):
+def residual_block_stack(x, channels, blocks, name, norm="batch"):
     for b in range(blocks):
-        x = residual_block(x, channels, bottleneck=False, name=f"{name}_block{b + 1}")
+        x = residual_block(x, channels, bottleneck=False, name=f"{name}_block{b + 1}", norm=norm)
     return x
 
 
@@ -121,14 +123,14 @@ class ObjectAttention(keras.layers.Layer):
     context (f_up, whose input at every pixel mixes the K value vectors) then see only batch x K distinct
     vectors: with K = 2 classes and a small batch their statistics are degenerate and inference mode disagrees
     with training (validation AUC below 0.5 in inference mode, 0.70 with batch statistics, early in a STARE
-    run). `region_batchnorm=True`
-    restores the original; by default these three use a bias instead of BN, the pixel queries keep theirs."""
+    run). `region_batchnorm=True` restores the original; by default these three use a bias instead of BN, the
+    pixel queries keep theirs (BN or, with `norm="group"`, GroupNorm)."""
 
-    def __init__(self, key_channels, out_channels, region_batchnorm=False, **kwargs):
+    def __init__(self, key_channels, out_channels, region_batchnorm=False, norm="batch", **kwargs):
         super().__init__(**kwargs)
         self.key_channels, self.out_channels = key_channels, out_channels
-        self.region_batchnorm = region_batchnorm
-        unit = lambda c, n: ConvBN(c, 1, activation="relu", name=n)
+        self.region_batchnorm, self.norm = region_batchnorm, norm
+        unit = lambda c, n: ConvBN(c, 1, activation="relu", norm=norm, name=n)
         region_unit = unit if region_batchnorm else (
             lambda c, n: keras.layers.Conv2D(c, 1, activation="relu", name=n))
         self.query = [unit(key_channels, "f_pixel1"), unit(key_channels, "f_pixel2")]
@@ -153,42 +155,43 @@ class ObjectAttention(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "key_channels": self.key_channels, "out_channels": self.out_channels,
-                "region_batchnorm": self.region_batchnorm}
+                "region_batchnorm": self.region_batchnorm, "norm": self.norm}
 
 
-def ocr_head(features, num_classes, mid, key, region_batchnorm=False):
+def ocr_head(features, num_classes, mid, key, region_batchnorm=False, norm="batch"):
     """OCR (Yuan et al., ECCV 2020) as `OCR_block`: returns (class logits, aux soft-region logits, OCR features),
     all at the features' stride 4. Without `region_batchnorm` the layers fed by the object regions (see
     ObjectAttention) and the final 1x1 fuse of [context, features] use a bias instead of BatchNorm: with BN
     in that fuse the class probabilities came out far too small in inference mode (validation F1 0 at
     threshold 0.5 where batch statistics gave 0.54)."""
-    feats = ConvBN(mid, 3, activation="relu", name="ocr_conv3x3")(features)
-    aux = ConvBN(features.shape[-1], 1, activation="relu", name="aux_head_conv")(features)
+    feats = ConvBN(mid, 3, activation="relu", norm=norm, name="ocr_conv3x3")(features)
+    aux = ConvBN(features.shape[-1], 1, activation="relu", norm=norm, name="aux_head_conv")(features)
     aux = keras.layers.Conv2D(num_classes, 1, name="aux_head_cls")(aux)
     regions = SpatialGather(name="ocr_gather")(feats, aux)
-    context = ObjectAttention(key, mid, region_batchnorm, name="ocr_object_attention")(feats, regions)
-    fuse = ConvBN(mid, 1, activation="relu", name="ocr_distri_fuse") if region_batchnorm else \
+    context = ObjectAttention(key, mid, region_batchnorm, norm, name="ocr_object_attention")(feats, regions)
+    fuse = ConvBN(mid, 1, activation="relu", norm=norm, name="ocr_distri_fuse") if region_batchnorm else \
         keras.layers.Conv2D(mid, 1, activation="relu", name="ocr_distri_fuse")  # half its input is the context
     ocr = fuse(keras.layers.Concatenate(name="ocr_distri_concat")([context, feats]))
     ocr = keras.layers.Dropout(0.05, name="ocr_distri_dropout")(ocr)
     return keras.layers.Conv2D(num_classes, 1, name="cls_head")(ocr), aux, ocr
 
 
-def attention_head(features, channels, name):
+def attention_head(features, channels, name, norm="batch"):
     """Scale attention (and EAR-Net's error attention): 3x3 conv-BN-ReLU x2, 1x1 -> 1, sigmoid."""
-    x = ConvBN(channels, 3, activation="relu", name=f"{name}_conv1")(features)
-    x = ConvBN(channels, 3, activation="relu", name=f"{name}_conv2")(x)
+    x = ConvBN(channels, 3, activation="relu", norm=norm, name=f"{name}_conv1")(features)
+    x = ConvBN(channels, 3, activation="relu", norm=norm, name=f"{name}_conv2")(x)
     return keras.layers.Conv2D(1, 1, use_bias=False, activation="sigmoid", name=f"{name}_out")(x)
 
 
-def single_scale_network(config, num_classes, error_attention=False, region_batchnorm=False):
+def single_scale_network(config, num_classes, error_attention=False, region_batchnorm=False, norm="batch"):
     """The network at one scale: {"cls", "aux", "scale_attention"[, "error_attention"]} at the input size."""
     images = keras.Input((None, None, 3), name="images")
-    features = hrnet_features(images, config)
-    cls, aux, ocr = ocr_head(features, num_classes, config.mid_channels, config.key_channels, region_batchnorm)
-    outputs = {"cls": cls, "aux": aux, "scale_attention": attention_head(ocr, config.attention_channels, "scale_attn")}
+    features = hrnet_features(images, config, norm)
+    cls, aux, ocr = ocr_head(features, num_classes, config.mid_channels, config.key_channels, region_batchnorm, norm)
+    outputs = {"cls": cls, "aux": aux,
+               "scale_attention": attention_head(ocr, config.attention_channels, "scale_attn", norm)}
     if error_attention:
-        outputs["error_attention"] = attention_head(ocr, config.attention_channels, "error_attn")
+        outputs["error_attention"] = attention_head(ocr, config.attention_channels, "error_attn", norm)
     outputs = {k: ResizeLike(name=f"{k}_up")(v, images) for k, v in outputs.items()}
     return keras.Model(images, outputs, name="single_scale")
 
@@ -217,6 +220,12 @@ class HRNetOCR(keras.Model):
     `P = up(a_s * p_s) + (1 - up(a_s)) * P` for s < 1; returns {"pred": P}. Logits with `num_classes` channels
     at the input size.
 
+    `norm`: "batch" (BatchNorm everywhere, as the original, trained there with batches of 8-16 large crops) or
+    "group" (GroupNorm, see ConvBN): with batches of 2 (the CPU recipe) BatchNorm's inference statistics, shared
+    by the 0.5x and 1x passes, disagree with training and its class probabilities come out too small (on STARE
+    after 300 steps: validation F1 at threshold 0.5 of 0.33 against 0.46 at the best threshold); GroupNorm has
+    no such gap and learns faster (docs/BENCHMARKS.md).
+
     With `error_attention` (EAR-Net's stage 2, see `tfseg.models.earnet`) an error-attention head A modulates
     logits as `L * (lambda + mu * A)`: in training the fused J and J_aux by the 1.0x pass's A (also returned as
     "error_attention"), at inference every scale before fusion.
@@ -230,13 +239,13 @@ class HRNetOCR(keras.Model):
     normalization = "torch"
 
     def __init__(self, config="small", num_classes=2, scales=(2.0, 1.0, 0.5), error_attention=False,
-                 modulation=(0.5, 0.5), region_batchnorm=False, **kwargs):
+                 modulation=(0.5, 0.5), region_batchnorm=False, norm="batch", **kwargs):
         super().__init__(**kwargs)
         self.config_name, self.num_classes = config, num_classes
         self.scales = tuple(sorted(scales, reverse=True))
         self.error_attention, self.modulation = error_attention, tuple(modulation)
-        self.region_batchnorm = region_batchnorm
-        self.net = single_scale_network(HRNET_CONFIGS[config], num_classes, error_attention, region_batchnorm)
+        self.region_batchnorm, self.norm = region_batchnorm, norm
+        self.net = single_scale_network(HRNET_CONFIGS[config], num_classes, error_attention, region_batchnorm, norm)
 
     def modulate(self, logits, outputs):
         """`L * (lambda + mu * A)` when the network has an error-attention head, else L."""
@@ -277,4 +286,4 @@ class HRNetOCR(keras.Model):
     def get_config(self):
         return {**super().get_config(), "config": self.config_name, "num_classes": self.num_classes,
                 "scales": list(self.scales), "error_attention": self.error_attention,
-                "modulation": list(self.modulation), "region_batchnorm": self.region_batchnorm}
+                "modulation": list(self.modulation), "region_batchnorm": self.region_batchnorm, "norm": self.norm}

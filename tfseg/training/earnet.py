@@ -35,15 +35,16 @@ TEST_IDS = "test_ids.txt"  # in the run folder: the held-out test images of the 
 
 @dataclasses.dataclass
 class EARNetConfig:
-    """Defaults: a CPU recipe that trains from scratch (small trunk, Adam, 384 crops, 20 + 8 epochs of 50 steps;
-    a half-budget STARE run is in docs/BENCHMARKS.md). The official recipe (SGD 1e-2 / stage 2 1e-3, momentum 0.9, 448 crops)
-    starts from an ImageNet-pretrained trunk (`optimizer="sgd"`, `crop=448`)."""
+    """Defaults: a CPU recipe that trains from scratch (small trunk with GroupNorm, Adam, batch 2 of 384 crops,
+    12 + 6 epochs of 50 steps; runs on STARE in docs/BENCHMARKS.md). The official recipe (BatchNorm, SGD 1e-2 /
+    stage 2 1e-3, momentum 0.9, 448 crops) starts from an ImageNet-pretrained trunk with large batches
+    (`norm="batch"`, `optimizer="sgd"`, `crop=448`)."""
 
     data_path: str
     dataset: str = "folder"  # drive | stare | chase | folder: which split protocol
     config: str = "small"  # small | w18 | w48
-    epochs: int = 20  # stage 1
-    stage2_epochs: int = 8
+    epochs: int = 12  # stage 1
+    stage2_epochs: int = 6
     steps_per_epoch: int = 50  # vessel sets are 20-40 images: an epoch is this many steps (None: one pass)
     optimizer: str = "adam"  # adam | sgd (the official recipe, momentum 0.9)
     lr: float = None  # stage 1; default 1e-3 (adam) or 1e-2 (sgd)
@@ -53,11 +54,13 @@ class EARNetConfig:
     poly_power: float = 2.0
     batch_size: int = 2
     crop: int = 384  # smaller crops leave the 1/32 branch a few pixels: its batch statistics get noisy
+    scale_range: tuple = (0.5, 2.0)  # random scale of the training images before cropping (official 0.5-2.0)
     val_fraction: float = 0.2  # of the training images, for checkpoint selection
     folds: int = 4  # STARE: k-fold cross-validation
     fold: int = 0
-    scales: tuple = (1.0, 0.5)  # inference scales (validation, error maps, export); the paper: 2.0, 1.0, 0.5
+    scales: tuple = (2.0, 1.0, 0.5)  # inference scales (validation, error maps, export), as the paper
     modulation: tuple = (0.5, 0.5)  # lambda, mu
+    norm: str = "group"  # group | batch (the original): with batches of 2, BN's inference statistics fail
     region_batchnorm: bool = False  # True: BN on the OCR object-region vectors, as the original (see HRNetOCR)
     strategy: str = "auto"
     seed: int = 0
@@ -70,6 +73,8 @@ class EARNetConfig:
     def __post_init__(self):
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
+        if self.norm not in ("group", "batch"):
+            raise ValueError(f"norm must be group or batch, got {self.norm!r}")
         if self.lr is None:
             self.lr = 1e-3 if self.optimizer == "adam" else 1e-2
         if self.stage2_lr is None:
@@ -109,7 +114,7 @@ class EARNetTrainer(SegmentationTrainer):
 
     def build_model(self):
         c = self.config
-        stage1 = HRNetOCR(c.config, scales=c.scales, region_batchnorm=c.region_batchnorm)
+        stage1 = HRNetOCR(c.config, scales=c.scales, region_batchnorm=c.region_batchnorm, norm=c.norm)
         if self.stage == 1:
             return stage1
         stage1(tf.zeros((1, 64, 64, 3)))  # build, then load the trained stage-1 weights
@@ -130,7 +135,8 @@ class EARNetTrainer(SegmentationTrainer):
     def train_dataset(self, pairs, epoch):
         c = self.config
         fn = lambda ctx: vessels.make_vessel_dataset(pairs, c.batch_size, c.crop, True, self.error_maps,
-                                                     seed=c.seed + epoch, input_context=ctx, repeat=True)
+                                                     seed=c.seed + epoch, input_context=ctx,
+                                                     scale_range=c.scale_range, repeat=True)
         return self.strategy.distribute_datasets_from_function(fn)
 
     def probabilities(self, images):
@@ -165,7 +171,9 @@ def resume_config(run_dir, **overrides):
     stage = "stage1" if os.path.isfile(os.path.join(run_dir, "stage1", "args.json")) else "stage2"
     stored = RunDirectory(os.path.join(run_dir, stage)).read_args()
     stored.update(epochs=stored["epochs"] if stage == "stage1" else EARNetConfig.epochs,
-                  scales=tuple(stored["scales"]), modulation=tuple(stored["modulation"]),
+                  scales=tuple(stored["scales"]), scale_range=tuple(stored.get("scale_range", (0.5, 2.0))),
+                  norm=stored.get("norm", "batch"),  # runs stored before these settings existed
+                  modulation=tuple(stored["modulation"]),
                   logdir=os.path.dirname(os.path.abspath(run_dir)), run_name=os.path.basename(os.path.abspath(run_dir)))
     return EARNetConfig(**{**stored, **{k: v for k, v in overrides.items() if v is not None}})
 
