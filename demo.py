@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""`make demo`: synthetic polyps -> train PraNet-MobileNetV2 for a few minutes on the CPU -> export -> evaluate
-the exported model on the validation images with the polyp protocol -> where everything went. Runs offline
-(backbone from scratch); pass --backbone_weights imagenet when online."""
+"""`make demo`: synthetic polyps -> train PraNet-MobileNetV2 for a few minutes on the CPU -> export (SavedModel,
+ONNX, TFLite, each checked) -> evaluate with the polyp protocol -> segment images and a synthetic video with the
+fastest runtime -> where everything went. Runs offline (backbone from scratch); pass --backbone_weights imagenet
+when online."""
 
 import argparse
 import logging
@@ -11,7 +12,7 @@ import shutil
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfseg.data.synthetic import write_polyp_dataset  # noqa: E402
+from tfseg.data.synthetic import write_polyp_dataset, write_polyp_video  # noqa: E402
 from tfseg.evaluation import evaluate  # noqa: E402
 from tfseg.evaluation.report import results_markdown  # noqa: E402
 
@@ -35,7 +36,10 @@ def parse_args():
 def main():
     # TensorFlow is imported here, not at the top: the evaluation's spawned workers import this module again
     # and need none of it
-    from tfseg.inference import Predictor
+    import keras
+
+    from tfseg.export import export_model
+    from tfseg.inference import Predictor, predict_images, segment_video
     from tfseg.training import TrainConfig, train_pranet
 
     args = parse_args()
@@ -53,6 +57,15 @@ def main():
     evaluation_dir = os.path.join(args.output, "evaluation")
     evaluation = evaluate(val_dir, evaluation_dir, predictor=Predictor.load(result["export"]["savedmodel"]),
                           save_maps=os.path.join(evaluation_dir, "maps"))
+    export_dir = os.path.join(args.output, "export")
+    exported = export_model(keras.models.load_model(result["export"]["keras"]), export_dir,
+                            ["savedmodel", "onnx", "tflite"], args.input_size)
+    predictor = Predictor.load(export_dir)  # the fastest runtime of the folder
+    images = predict_images(predictor, os.path.join(val_dir, "images", "synth_000*.jpg"),
+                            os.path.join(args.output, "infer_image"), progress=False)
+    clip, _ = write_polyp_video(os.path.join(data, "clip.mp4"), frames=60, size=(288, 352))
+    video = segment_video(predictor, clip, os.path.join(args.output, "infer_video", "overlay.mp4"))
+
     print("\n== tfseg demo: done")
     print(f"synthetic data     {train_dir} ({args.train_images} images), {val_dir} ({args.val_images})")
     print(f"run folder         {run}  (args.json, log.csv, checkpoints/, best.weights.h5)")
@@ -63,6 +76,13 @@ def main():
     print(f"TensorBoard        tensorboard --logdir {os.path.join(run, 'tensorboard')}")
     print(f"evaluation         {evaluation_dir}  (results.json/.csv, per_image.csv, plots, maps/); the same as\n"
           f"                   python test_model.py --model {result['export']['savedmodel']} --data_path {val_dir}")
+    print(f"export             {export_dir}: " + ", ".join(f"{name} (max |logit diff| {r['max_abs_diff']:.1e})"
+                                                        for name, r in exported.items()))
+    print(f"infer_image        {images['output']}  ({len(images['written'])} images: *_mask.png, *_prob.png, "
+          f"*_overlay.png); as python infer_image.py --model {export_dir} --image IMAGES --output DIR")
+    print(f"infer_video        {video['output']}  ({video['frames_out']} frames, {video['runtime']}: model "
+          f"{video['model_ms_mean']:.1f} ms/frame, end to end {video['e2e_fps']:.1f} FPS); as\n"
+          f"                   python infer_video.py --model {export_dir} --video {clip} --report report.json")
     print("\n" + results_markdown(evaluation["results"], "polyp"))
 
 

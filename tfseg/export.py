@@ -1,19 +1,35 @@
-"""Export a trained tfseg model: SavedModel (two endpoints), `.keras`, and the metadata inference needs.
+"""Export a trained tfseg model: `.keras`, SavedModel, ONNX and TFLite, each checked against the Keras model in
+inference mode, plus the metadata (`tfseg.json`) that inference needs.
 
 SavedModel endpoints:
   serve        float32 (B, H, W, 3) normalised images -> the model's logit maps (what `model.export` gives)
   serve_uint8  uint8 (B, H, W, 3) RGB images of any size -> (B, H, W, 1) probability of the prediction map
-               at the input's size: resize to the training size, normalise, predict, resize back, sigmoid
+               at the input's size: resize to the training size, normalise, predict, resize back, activation
                (ready for TF Serving).
+ONNX and TFLite hold one input "images" (float32, normalised) and one output, the prediction's logits. When the
+model has a training size they are exported for that size (static H and W; any batch): their runtimes plan
+static graphs and the bilinear resizes become native resize ops (tfseg.models.blocks); without one (EAR-Net's
+multi-scale inference) H and W stay dynamic.
 """
 
 import json
+import logging
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from tfseg.inference.predictor import METADATA_FILE, probability_map, size_pair
+from tfseg.inference.predictor import EXPORT_FILES, METADATA_FILE, load_runtime, probability_map, size_pair
+
+log = logging.getLogger(__name__)
+FORMATS = ("keras", "savedmodel", "onnx", "tflite")
+ONNX_OPSET = 17
+CHECK_SIZE = (96, 128)  # the check's input size for models without a training size
+
+
+class ExportMismatchError(RuntimeError):
+    """An exported model disagrees with the Keras model beyond the tolerance."""
 
 
 def model_metadata(model, input_size, task="polyp"):
@@ -30,33 +46,94 @@ def model_metadata(model, input_size, task="polyp"):
     }
 
 
-def uint8_predict_fn(model, input_size):
-    """uint8 RGB batch of any size -> probability map of `model`'s prediction output at that size."""
-    return lambda images: probability_map(images, tf.shape(images)[1:3], lambda x: model(x, training=False),
-                                          input_size, model.normalization, model.prediction_output,
-                                          model.output_activation)
+def input_spec(input_size):
+    height, width = (None, None) if input_size is None else size_pair(input_size)
+    return tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
+
+
+def prediction_function(model, input_size):
+    """tf.function: normalised images -> the prediction output's logits, in inference mode (keras#23166)."""
+    return tf.function(lambda images: model(images, training=False)[model.prediction_output],
+                       input_signature=[input_spec(input_size)])
 
 
 def export_savedmodel(model, path, input_size, task="polyp"):
-    """Writes the SavedModel with `serve` and `serve_uint8` endpoints plus `tfseg.json`; returns `path`."""
+    """The SavedModel with `serve` and `serve_uint8` endpoints, and its `tfseg.json`."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serve", lambda x: model(x, training=False),
-                         input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
-    archive.add_endpoint("serve_uint8", uint8_predict_fn(model, input_size),
-                         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=[input_spec(None)])
+    archive.add_endpoint(
+        "serve_uint8",
+        lambda images: probability_map(images, tf.shape(images)[1:3], lambda x: model(x, training=False),
+                                       input_size, model.normalization, model.prediction_output,
+                                       model.output_activation),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     archive.write_out(path, verbose=False)
-    with open(os.path.join(path, METADATA_FILE), "w") as f:
-        json.dump(model_metadata(model, input_size, task), f, indent=2)
-    return path
+    write_metadata(path, model_metadata(model, input_size, task))
 
 
-def export_all(model, folder, input_size, task="polyp"):
-    """SavedModel in `folder/savedmodel`, `folder/model.keras` and `folder/tfseg.json`; returns their paths."""
-    os.makedirs(folder, exist_ok=True)
-    keras_path = os.path.join(folder, "model.keras")
-    model.save(keras_path)
+def export_onnx(model, path, input_size, task="polyp"):
+    """ONNX via tf2onnx (what Keras' own `export(format="onnx")` runs), the metadata embedded as "tfseg"."""
+    try:
+        import onnx
+        import tf2onnx
+    except ImportError as error:
+        raise ImportError("ONNX export needs onnx and tf2onnx: pip install -r requirements.txt") from error
+    function = prediction_function(model, input_size)
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=ONNX_OPSET)
+    proto.metadata_props.add(key="tfseg", value=json.dumps(model_metadata(model, input_size, task)))
+    onnx.save(proto, path)
+
+
+def export_tflite(model, path, input_size, task="polyp"):
+    """TFLite (builtin ops only, float32) from the concrete prediction function."""
+    function = prediction_function(model, input_size).get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+    with open(path, "wb") as f:
+        f.write(converter.convert())
+
+
+def export_keras(model, path, input_size, task="polyp"):
+    model.save(path)
+
+
+EXPORTERS = {"keras": export_keras, "savedmodel": export_savedmodel, "onnx": export_onnx, "tflite": export_tflite}
+
+
+def write_metadata(folder, metadata):
     with open(os.path.join(folder, METADATA_FILE), "w") as f:
-        json.dump(model_metadata(model, input_size, task), f, indent=2)
-    savedmodel = export_savedmodel(model, os.path.join(folder, "savedmodel"), input_size, task)
-    return {"savedmodel": savedmodel, "keras": keras_path}
+        json.dump(metadata, f, indent=2)
+
+
+def max_export_difference(model, path, input_size, metadata, seed=0):
+    """Max |logits of the export - logits of `model(x, training=False)`| on a random batch of two."""
+    runtime, _ = load_runtime(path, metadata=metadata)
+    height, width = CHECK_SIZE if input_size is None else size_pair(input_size)
+    x = np.random.default_rng(seed).normal(size=(2, height, width, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x, training=False)[model.prediction_output])
+    return float(np.max(np.abs(runtime(x) - expected)))
+
+
+def export_model(model, folder, formats=("keras", "savedmodel"), input_size=None, task="polyp", tolerance=1e-3):
+    """Writes each format into `folder` (model.keras, savedmodel/, model.onnx, model.tflite) with `tfseg.json`,
+    checks each against `model` and raises ExportMismatchError beyond `tolerance` (max absolute logit
+    difference). Returns {format: {"path", "max_abs_diff"}}."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"Unknown export formats {unknown}: choose from {', '.join(FORMATS)}")
+    os.makedirs(folder, exist_ok=True)
+    metadata = model_metadata(model, input_size, task)
+    write_metadata(folder, metadata)
+    results = {}
+    for name in FORMATS:
+        if name not in formats:
+            continue
+        path = os.path.join(folder, EXPORT_FILES[name])
+        EXPORTERS[name](model, path, input_size, task)
+        difference = max_export_difference(model, path, input_size, metadata)
+        results[name] = {"path": path, "max_abs_diff": difference}
+        log.info("Exported %s: %s (max |logit difference| vs Keras %.2e)", name, path, difference)
+        if not difference <= tolerance:
+            raise ExportMismatchError(f"{name} export {path} differs from the Keras model by {difference:.3e} "
+                                      f"(tolerance {tolerance:g})")
+    return results

@@ -82,7 +82,7 @@ def image_size(path):
 
 
 def write_png(path, gray_uint8):
-    """Writes an HxW uint8 map as PNG, creating the folder; raises OSError when it cannot."""
+    """Writes an HxW uint8 map (or an HxWx3 BGR image) as PNG, creating the folder; raises OSError when it cannot."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if not cv2.imwrite(os.fspath(path), np.ascontiguousarray(gray_uint8)):
         raise OSError(f"Cannot write {path}")

@@ -111,6 +111,25 @@ def write_polyp_dataset(root, n, size=(256, 256), seed=0, image_ext=".jpg", mask
     return root
 
 
+def write_polyp_video(path, frames=24, size=(128, 160), fps=25.0, seed=0):
+    """An mp4v clip panning across one synthetic polyp scene (half as wide again as a frame) for `frames`
+    frames of `size` (H, W). Returns (path, the scene's mask cropped like each frame: list of HxW uint8)."""
+    height, width = size
+    scene, mask = polyp_sample(np.random.default_rng(seed), height, width + width // 2)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise OSError(f"Cannot write {path}")
+    masks = []
+    try:
+        for index in range(frames):
+            left = round(index * (width // 2) / max(frames - 1, 1))
+            writer.write(cv2.cvtColor(np.ascontiguousarray(scene[:, left:left + width]), cv2.COLOR_RGB2BGR))
+            masks.append(mask[:, left:left + width])
+    finally:
+        writer.release()
+    return Path(path), masks
+
+
 FUNDUS_RGB = np.array([205.0, 95.0, 45.0], np.float32)
 DISC_RGB = np.array([250.0, 215.0, 140.0], np.float32)
 RETINAL_VESSEL_RGB = np.array([120.0, 30.0, 20.0], np.float32)

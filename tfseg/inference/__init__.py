@@ -1,5 +1,8 @@
-"""Inference: `Predictor` (a trained model with its preprocessing). TensorFlow only."""
+"""Inference: `Predictor` (a trained model in any exported format, with its preprocessing), image folders
+(`predict_images`) and videos (`segment_video`). TensorFlow only."""
 
+from tfseg.inference.images import predict_images
 from tfseg.inference.predictor import Predictor, probability_map, read_metadata
+from tfseg.inference.video import VideoError, segment_video
 
-__all__ = ["Predictor", "probability_map", "read_metadata"]
+__all__ = ["Predictor", "VideoError", "predict_images", "probability_map", "read_metadata", "segment_video"]

@@ -1,20 +1,28 @@
 """`Predictor`: a trained model plus its training-time preprocessing -> probability maps at the image's size.
 
-Loads a `.keras` file or a SavedModel folder written by `tfseg.export` (the metadata in `tfseg.json` beside
-it gives the input size, the backbone normalisation and which output is the prediction). TensorFlow only.
+Loads a `.keras` file, a PraNet `.weights.h5` (with its backbone named), a SavedModel folder, an `.onnx` or a
+`.tflite` file, or an export folder holding several of them (the fastest runtime is picked). The metadata
+written at export (`tfseg.json` beside the files, also inside the ONNX file) gives the input size, the
+backbone normalisation, the task, which output is the prediction and its activation. Pre- and post-processing
+are the same TensorFlow functions for every runtime.
 """
 
+import importlib.util
 import json
+import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfseg.inference.runtimes import (CPU_PREFERENCE, GPU_PREFERENCE, KerasRuntime, OnnxRuntime, SavedModelRuntime,
+                                      TFLiteRuntime)
 from tfseg.models.backbones import normalize
 
 METADATA_FILE = "tfseg.json"
 DEFAULT_INPUT_SIZE = 352  # PraNet's training and test size
+EXPORT_FILES = {"tflite": "model.tflite", "onnx": "model.onnx", "savedmodel": "savedmodel", "keras": "model.keras"}
 
 
 def size_pair(size):
@@ -22,28 +30,33 @@ def size_pair(size):
     return (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
 
 
-def probability_map(images, size, logits_fn, input_size, normalization, prediction_index=-1,
-                    activation="sigmoid"):
-    """uint8 RGB batch (B, H, W, 3) -> (B, *size, 1) foreground probabilities: resize to `input_size` (bilinear
-    with antialiasing, as PIL's resize in PraNet's loaders; None keeps the image's size), normalise, predict,
-    resize the logits bilinearly (half-pixel centres = torch `align_corners=False`, as PraNet's test script) to
-    `size`, then sigmoid (one logit channel) or softmax (class channels; channel 1 is the foreground)."""
+def prepare_images(images, input_size, normalization):
+    """uint8 RGB batch -> float32 model input: resized to `input_size` (bilinear with antialiasing, as PIL's
+    resize in PraNet's loaders; None keeps the size), normalised as the backbone was trained."""
     x = tf.cast(images, tf.float32)
     if input_size is not None:
         x = tf.image.resize(x, size_pair(input_size), "bilinear", antialias=True)
-    logits = tf.image.resize(tf.cast(logits_fn(normalize(x, normalization))[prediction_index], tf.float32), size,
-                             "bilinear")
+    return normalize(x, normalization)
+
+
+def logits_to_probability(logits, size, activation="sigmoid"):
+    """(B, h, w, C) logits -> (B, *size, 1) foreground probabilities: bilinear resize (half-pixel centres = torch
+    `align_corners=False`, as PraNet's test script), then sigmoid (one channel) or softmax (channel 1)."""
+    logits = tf.image.resize(tf.cast(logits, tf.float32), size, "bilinear")
     return tf.nn.softmax(logits)[..., 1:2] if activation == "softmax" else tf.sigmoid(logits)
 
 
+def probability_map(images, size, logits_fn, input_size, normalization, prediction_index=-1, activation="sigmoid"):
+    """uint8 RGB batch (B, H, W, 3) -> (B, *size, 1) probabilities of the prediction output of `logits_fn`."""
+    logits = logits_fn(prepare_images(images, input_size, normalization))[prediction_index]
+    return logits_to_probability(logits, size, activation)
+
+
 def read_metadata(path):
-    """The `tfseg.json` of an export (in a SavedModel folder, or beside a `.keras` file), or None."""
+    """The `tfseg.json` of an export (inside a SavedModel or export folder, or beside a file), or None."""
     path = Path(path)
-    candidates = [path / METADATA_FILE] if path.is_dir() else [path.parent / METADATA_FILE]
-    for candidate in candidates:
-        if candidate.is_file():
-            return json.loads(candidate.read_text())
-    return None
+    candidate = path / METADATA_FILE if path.is_dir() else path.parent / METADATA_FILE
+    return json.loads(candidate.read_text()) if candidate.is_file() else None
 
 
 def load_keras_model(path, backbone=None):
@@ -60,56 +73,117 @@ def load_keras_model(path, backbone=None):
         model = tfseg.models.PraNet(backbone, backbone_weights=None)
         model.load_weights(path)
         return model
-    raise ValueError(f"Unsupported model file {path}: expected a .keras file, a .weights.h5 file or a SavedModel "
-                     "folder")
+    raise ValueError(f"Unsupported model file {path}: expected .keras, .weights.h5, .onnx, .tflite, a SavedModel "
+                     "or an export folder")
+
+
+def keras_metadata(model):
+    return {"normalization": model.normalization, "input_size": [DEFAULT_INPUT_SIZE] * 2,
+            "prediction_index": model.prediction_output, "activation": model.output_activation, "task": "polyp"}
+
+
+def pick_export(folder, runtime=None):
+    """The file of `runtime` in an export folder, or of the fastest runtime available there."""
+    available = {name: folder / file for name, file in EXPORT_FILES.items() if (folder / file).exists()}
+    if runtime is not None:
+        if runtime not in available:
+            raise FileNotFoundError(f"{folder} has no {EXPORT_FILES[runtime]} (it has: {', '.join(available)})")
+        return available[runtime]
+    preference = GPU_PREFERENCE if tf.config.list_physical_devices("GPU") else CPU_PREFERENCE
+    for name in preference:
+        if name in available and (name != "onnx" or importlib.util.find_spec("onnxruntime")):
+            return available[name]
+    raise FileNotFoundError(f"{folder} holds no exported model ({', '.join(EXPORT_FILES.values())})")
+
+
+def load_runtime(path, backbone=None, metadata=None):
+    """(runtime, metadata) for one model file or SavedModel folder."""
+    path = Path(path)
+    if path.is_dir():
+        if metadata is None:
+            raise FileNotFoundError(f"{path} has no {METADATA_FILE}: not a SavedModel exported by tfseg (its "
+                                    "preprocessing is unknown)")
+        return SavedModelRuntime(path, metadata.get("prediction_index", -1)), metadata
+    if path.suffix == ".onnx":
+        runtime = OnnxRuntime(path)
+        embedded = runtime.metadata.get("tfseg")
+        metadata = metadata or (json.loads(embedded) if embedded else None)
+    elif path.suffix == ".tflite":
+        runtime = TFLiteRuntime(path)
+    else:
+        model = load_keras_model(path, backbone)
+        return KerasRuntime(model, model.prediction_output), metadata or keras_metadata(model)
+    if metadata is None:
+        raise FileNotFoundError(f"No {METADATA_FILE} beside {path}: its preprocessing is unknown (export it "
+                                "with export_model.py, which writes one)")
+    return runtime, metadata
 
 
 class Predictor:
     """Probability maps from a trained model with the preprocessing it was trained with.
 
-    `predict(image, size=None)`: HxWx3 uint8 RGB -> float32 probabilities at `size` (default the image's).
+    `predict(image, size=None)`: HxWx3 uint8 RGB -> float32 probabilities at `size` (default the image's);
+    `predict_batch(images)` for several; `tta=True` averages with the horizontally flipped image's prediction.
+    `prepare`, `runtime` and `finish` are its three steps; `model_seconds` is the time the last prediction
+    spent in the runtime alone.
     """
 
-    def __init__(self, logits_fn, input_size, normalization, prediction_index=-1, task="polyp", model=None,
-                 source=None, activation="sigmoid"):
-        self.model = model  # the loaded Keras model or SavedModel: holds the variables `logits_fn` reads
+    def __init__(self, runtime, input_size, normalization, activation="sigmoid", task="polyp", source=None,
+                 tta=False):
+        self.runtime, self.normalization, self.activation = runtime, normalization, activation
         self.input_size = None if input_size is None else size_pair(input_size)
-        self.normalization = normalization
-        self.prediction_index = prediction_index
-        self.task = task
-        self.source = source
-        self._predict = tf.function(
-            lambda image, size: probability_map(image[None], size, logits_fn, self.input_size, normalization,
-                                                prediction_index, activation)[0, ..., 0],
-            input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([2], tf.int32)])
+        if runtime.input_size is not None and self.input_size != runtime.input_size:
+            raise ValueError(f"{source} was exported for input size {runtime.input_size}, not {self.input_size}: "
+                             "export it again with --inputsize, or use the SavedModel or .keras file")
+        self.task, self.source, self.tta, self.model_seconds = task, source, tta, 0.0
+        self._prepare = tf.function(lambda images: prepare_images(images, self.input_size, normalization),
+                                    input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+        self._finish = tf.function(lambda logits, size: logits_to_probability(logits, size, activation)[..., 0],
+                                   input_signature=[tf.TensorSpec([None, None, None, None], tf.float32),
+                                                    tf.TensorSpec([2], tf.int32)])
 
     @classmethod
-    def load(cls, path, input_size=None, backbone=None):
-        """A `.keras` file, a SavedModel folder, or a PraNet `.weights.h5` file with its `backbone` named;
-        `input_size` overrides the training size of the metadata."""
+    def load(cls, path, input_size=None, backbone=None, runtime=None, tta=False):
+        """A model file, a SavedModel folder or an export folder (`runtime`: tflite | onnx | savedmodel | keras
+        picks its file, default the fastest); `input_size` overrides the training size of the metadata."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"Model not found: {path}")
         metadata = read_metadata(path)
-        if path.is_dir():
-            if metadata is None:
-                raise FileNotFoundError(f"{path} has no {METADATA_FILE}: not a SavedModel exported by tfseg "
-                                        f"(its preprocessing is unknown)")
-            model = tf.saved_model.load(str(path))
-            logits_fn = model.serve
-        else:
-            model = load_keras_model(path, backbone)
-            metadata = metadata or {"normalization": model.normalization, "input_size": [DEFAULT_INPUT_SIZE] * 2,
-                                    "prediction_index": model.prediction_output, "activation": model.output_activation,
-                                    "task": "polyp"}
-            logits_fn = lambda x: model(x, training=False)
-        return cls(logits_fn, input_size or metadata["input_size"], metadata["normalization"],
-                   metadata.get("prediction_index", -1), metadata.get("task", "polyp"), model, str(path),
-                   metadata.get("activation", "sigmoid"))
+        if path.is_dir() and not (path / "saved_model.pb").is_file():
+            path = pick_export(path, runtime)
+        model_runtime, metadata = load_runtime(path, backbone, metadata)
+        input_size = input_size or model_runtime.input_size or metadata["input_size"]
+        return cls(model_runtime, input_size, metadata["normalization"], metadata.get("activation", "sigmoid"),
+                   metadata.get("task", "polyp"), str(path), tta)
 
-    def predict(self, image, size=None):
+    def prepare(self, images):
+        """uint8 RGB batch (B, H, W, 3) -> the model's input batch (numpy)."""
+        return self._prepare(tf.constant(images)).numpy()
+
+    def finish(self, logits, size):
+        """The model's logits -> (B, *size) probabilities."""
+        return self._finish(tf.constant(logits, tf.float32), tf.constant(size_pair(size), tf.int32)).numpy()
+
+    def predict_batch(self, images, size=None, tta=None):
+        """Images of one size (a list or a (B, H, W, 3) uint8 array) -> (B, *size) probabilities."""
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"Expected HxWx3 uint8 RGB images, got {images.dtype} {images.shape}")
+        size = images.shape[1:3] if size is None else size
+        x = self.prepare(images)
+        flip = self.tta if tta is None else tta
+        start = time.perf_counter()
+        logits = self.runtime(np.concatenate([x, x[:, :, ::-1]]) if flip else x)
+        self.model_seconds = time.perf_counter() - start
+        if not flip:
+            return self.finish(logits, size)
+        flipped_back = np.concatenate([logits[:len(x)], logits[len(x):, :, ::-1]])
+        probabilities = self.finish(flipped_back, size)
+        return (probabilities[:len(x)] + probabilities[len(x):]) / 2
+
+    def predict(self, image, size=None, tta=None):
         image = np.asarray(image)
-        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        if image.ndim != 3:
             raise ValueError(f"Expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
-        size = image.shape[:2] if size is None else size
-        return self._predict(tf.constant(image), tf.constant(size_pair(size), tf.int32)).numpy()
+        return self.predict_batch(image[None], size, tta)[0]

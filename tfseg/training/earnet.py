@@ -19,7 +19,7 @@ from tqdm import tqdm
 from tfseg.data import layouts, sources, vessels
 from tfseg.data.imageio import read_mask, write_png
 from tfseg.evaluation import vessel as vessel_metrics
-from tfseg.export import export_all
+from tfseg.export import export_model
 from tfseg.losses import EARNetLoss
 from tfseg.models.earnet import EARNet, error_map
 from tfseg.models.hrnet import HRNetOCR
@@ -254,5 +254,6 @@ def _finish(stage_result, config):
     best = max(log_rows, key=lambda row: row["val_F1"]) if log_rows else {}
     out = {"run_dir": run.path, "best": best}
     if run.chief and config.export:
-        out["export"] = export_all(trainer.model, run.export, input_size=None, task="vessel")
+        exported = export_model(trainer.model, run.export, input_size=None, task="vessel")
+        out["export"] = {name: result["path"] for name, result in exported.items()}
     return out

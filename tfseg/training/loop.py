@@ -16,7 +16,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from tfseg.data import pipeline, sources
-from tfseg.export import export_all
+from tfseg.export import export_model
 from tfseg.losses import StructureLoss
 from tfseg.models import PraNet
 from tfseg.training.checkpoints import RunDirectory
@@ -284,6 +284,5 @@ def export_best(trained, run, config):
     if os.path.isfile(run.best_weights):
         model.load_weights(run.best_weights)
     folder = config.trained_model_path or run.export
-    paths = export_all(model, folder, config.input_size)
-    log.info("Exported %s", ", ".join(f"{k}: {v}" for k, v in paths.items()))
-    return paths
+    exported = export_model(model, folder, input_size=config.input_size)
+    return {name: result["path"] for name, result in exported.items()}

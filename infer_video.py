@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Segment a video file or a camera stream with a trained model: the overlay (coloured fill, contour, HUD with
+FPS and latency) into a video file, reading, inference and writing in parallel. See README."""
+
+import argparse
+import json
+import logging
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tfseg.cli import add_flag as add  # noqa: E402
+from tfseg.cli import add_model_flags, load_predictor  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_flags(p)
+    add(p, "video", required=True, help="a video file, or a camera index (0, 1, ...)")
+    add(p, "output", default="out.mp4", help="output video (.mp4: H.264 when OpenCV can, else mp4v; .avi: MJPG)")
+    add(p, "batchsize", "--batch_size", type=int, default=1, help="frames per inference call")
+    add(p, "smooth", type=float, default=0.0,
+        help="exponential smoothing of the probabilities over time: p = ALPHA * previous + (1 - ALPHA) * p")
+    add(p, "show", action="store_true", help="also show the frames in a window (when a display exists)")
+    add(p, "report", metavar="FILE.json", help="write the run's summary as JSON")
+    add(p, "max_frames", type=int, help="stop after this many frames")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    from tfseg.inference import VideoError, segment_video  # TensorFlow after the flags are parsed
+
+    try:
+        report = segment_video(load_predictor(args), args.video, args.output, args.threshold, args.batchsize, args.smooth,
+                               args.show, max_frames=args.max_frames)
+        if args.report:
+            with open(args.report, "w") as f:
+                json.dump(report, f, indent=2)
+    except (FileNotFoundError, ValueError, ImportError, OSError, VideoError) as error:
+        raise SystemExit(f"error: {error}")
+    print(json.dumps(report, indent=2))
+    print(f"Overlay video: {report['output']}" + (f"; report: {args.report}" if args.report else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Runtimes: an exported model as `runtime(x) -> logits`, float32 normalised (B, h, w, 3) -> the prediction
+map's logits (B, h, w, C) as numpy.
+
+`KerasRuntime` (.keras / .weights.h5, a tf.function in inference mode), `SavedModelRuntime` (its `serve`
+endpoint), `OnnxRuntime` (onnxruntime) and `TFLiteRuntime` (LiteRT with XNNPACK, else tf.lite). `input_size` is
+the (h, w) an ONNX/TFLite file was exported for, or None when any size runs.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+# Fastest first on CPUs (docs/BENCHMARKS.md, "Inference"); GPUs favour TensorFlow (SavedModel)
+CPU_PREFERENCE = ("tflite", "onnx", "savedmodel", "keras")
+GPU_PREFERENCE = ("savedmodel", "onnx", "tflite", "keras")
+
+
+def cpu_threads():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+class KerasRuntime:
+    name = "keras"
+    input_size = None
+
+    def __init__(self, model, prediction_output):
+        self.model = model
+        self._logits = tf.function(lambda x: model(x, training=False)[prediction_output],
+                                   input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+
+    def __call__(self, x):
+        return self._logits(x).numpy()
+
+
+class SavedModelRuntime:
+    name = "savedmodel"
+    input_size = None
+
+    def __init__(self, path, prediction_output):
+        self.model = tf.saved_model.load(str(path))
+        self.prediction_output = prediction_output
+
+    def __call__(self, x):
+        return self.model.serve(tf.constant(x))[self.prediction_output].numpy()
+
+
+def static_size(shape):
+    """(h, w) of an NHWC input shape when both are fixed, else None."""
+    height, width = shape[1], shape[2]
+    return (int(height), int(width)) if isinstance(height, (int, np.integer)) and height > 0 and \
+        isinstance(width, (int, np.integer)) and width > 0 else None
+
+
+class OnnxRuntime:
+    name = "onnx"
+
+    def __init__(self, path, threads=None):
+        try:
+            import onnxruntime as ort
+        except ImportError as error:
+            raise ImportError("Running .onnx files needs onnxruntime: pip install -r requirements.txt") from error
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or cpu_threads()
+        self.session = ort.InferenceSession(str(path), options, providers=ort.get_available_providers())
+        model_input = self.session.get_inputs()[0]
+        self.input_name, self.input_size = model_input.name, static_size(model_input.shape)
+        self.metadata = self.session.get_modelmeta().custom_metadata_map
+
+    def __call__(self, x):
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+
+
+def tflite_interpreter(path, threads):
+    """LiteRT's interpreter (ai-edge-litert), else TensorFlow's deprecated tf.lite one; XNNPACK either way."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(model_path=str(path), num_threads=threads)
+
+
+class TFLiteRuntime:
+    name = "tflite"
+
+    def __init__(self, path, threads=None):
+        self.interpreter = tflite_interpreter(path, threads or cpu_threads())
+        model_input = self.interpreter.get_input_details()[0]
+        self.input_index, self.input_size = model_input["index"], static_size(model_input["shape_signature"])
+        self.output_index = self.interpreter.get_output_details()[0]["index"]  # exported with one output
+        self.interpreter.allocate_tensors()
+
+    def __call__(self, x):
+        x = np.ascontiguousarray(x, np.float32)
+        if tuple(self.interpreter.get_input_details()[0]["shape"]) != x.shape:  # another batch (or size)
+            self.interpreter.resize_tensor_input(self.input_index, x.shape)
+            self.interpreter.allocate_tensors()
+        self.interpreter.set_tensor(self.input_index, x)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output_index).copy()  # the buffer is reused by the next call

@@ -1,0 +1,240 @@
+"""`segment_video`: a Predictor over a video file or camera -> an overlaid video and a JSON-able report.
+
+Three stages run concurrently, so the end-to-end rate approaches the model's: a reader thread decodes frames
+(OpenCV gives BGR; converted to RGB for the model), the calling thread predicts batches, a writer thread draws
+the overlay and HUD, encodes and (with `show`) displays. Both OpenCV handles are released on every exit,
+errors and Ctrl-C included.
+"""
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from tfseg.inference.overlay import binary_mask, draw_hud, draw_overlay
+
+log = logging.getLogger(__name__)
+# H.264 first; OpenCV's pip wheels cannot encode it and say so only through isOpened()
+CODECS = {".mp4": ("avc1", "mp4v"), ".m4v": ("avc1", "mp4v"), ".mov": ("avc1", "mp4v"), ".avi": ("MJPG", "XVID"),
+          ".mkv": ("avc1", "MJPG")}
+END = object()  # marks the end of a queue's stream
+
+
+class VideoError(RuntimeError):
+    """A video source or output that cannot be used."""
+
+
+def open_capture(source):
+    """cv2.VideoCapture of a file path or a camera index (an int, or a string of digits)."""
+    if isinstance(source, int) or str(source).isdigit():
+        capture = cv2.VideoCapture(int(source))
+        if not capture.isOpened():
+            raise VideoError(f"Camera {source} is not available")
+        return capture
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"Video not found: {source}")
+    capture = cv2.VideoCapture(str(source))
+    if not capture.isOpened():
+        capture.release()
+        raise VideoError(f"Cannot read video {source}: not a video OpenCV can decode, or a corrupt file")
+    return capture
+
+
+def check_writable(path):
+    folder = Path(path).resolve().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise VideoError(f"Cannot create the output folder {folder}: {error}") from None
+    if not os.access(folder, os.W_OK):
+        raise VideoError(f"The output folder {folder} is not writable")
+
+
+def open_writer(path, fps, size):
+    """(cv2.VideoWriter, codec): the first codec of the extension's list whose writer opens."""
+    codecs = CODECS.get(Path(path).suffix.lower())
+    if codecs is None:
+        raise VideoError(f"Unsupported output extension {Path(path).suffix!r}: use one of {', '.join(CODECS)}")
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # a failed codec is expected, not news
+    try:
+        for codec in codecs:
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
+            if writer.isOpened():
+                return writer, codec
+            writer.release()
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    raise VideoError(f"No codec could write {path} (tried {', '.join(codecs)})")
+
+
+def display_available():
+    """Whether a window can open: a display exists and this OpenCV build has a GUI (not the headless wheel)."""
+    if os.name == "posix" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    try:
+        cv2.namedWindow("tfseg")
+    except cv2.error:
+        return False
+    return True
+
+
+class Worker(threading.Thread):
+    """A daemon thread whose exception is kept for the caller to re-raise."""
+
+    def __init__(self, target, name):
+        super().__init__(name=name, daemon=True)
+        self.target, self.error = target, None
+
+    def run(self):
+        try:
+            self.target()
+        except BaseException as error:  # handed to the calling thread
+            self.error = error
+
+
+def hand_over(items, item, consumer):
+    """`items.put(item)`, giving up when the `consumer` thread has died (nobody would take it)."""
+    while consumer.is_alive():
+        try:
+            return items.put(item, timeout=0.1)
+        except queue.Full:
+            continue
+
+
+def read_frames(capture, frames, stop, counts, max_frames=None):
+    """Reader thread: RGB frames into `frames` until the stream ends, `max_frames` or `stop`, then END."""
+    try:
+        while not stop.is_set() and (max_frames is None or counts["in"] < max_frames):
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            counts["in"] += 1
+            frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            while not stop.is_set():
+                try:
+                    frames.put(frame, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+    finally:
+        frames.put(END)
+
+
+def next_batch(frames, batch_size):
+    """Up to `batch_size` frames (fewer only at the end of the stream), and whether the stream ended."""
+    batch = []
+    while len(batch) < batch_size:
+        frame = frames.get()
+        if frame is END:
+            return batch, True
+        batch.append(frame)
+    return batch, False
+
+
+class Writer:
+    """Writer thread: overlay + HUD + encode (+ display) of (RGB frame, probability, model ms) items."""
+
+    def __init__(self, video_writer, threshold, runtime, show):
+        self.video_writer, self.threshold, self.runtime, self.show = video_writer, threshold, runtime, show
+        self.items, self.written, self.recent = queue.Queue(maxsize=8), 0, deque(maxlen=30)
+
+    def run(self):
+        while (item := self.items.get()) is not END:
+            frame, probability, model_ms = item
+            self.recent.append(time.perf_counter())
+            fps = (len(self.recent) - 1) / max(self.recent[-1] - self.recent[0], 1e-9) if len(self.recent) > 1 else 0
+            out = draw_overlay(frame, binary_mask(probability, self.threshold))
+            draw_hud(out, f"{fps:5.1f} FPS  model {model_ms:5.1f} ms  {self.runtime}")
+            bgr = cv2.cvtColor(out, cv2.COLOR_RGB2BGR)
+            self.video_writer.write(bgr)
+            self.written += 1
+            if self.show:
+                cv2.imshow("tfseg", bgr)
+                cv2.waitKey(1)
+
+
+def segment_video(predictor, source, output, threshold=0.5, batch_size=1, smooth=0.0, show=False, tta=None,
+                  max_frames=None):
+    """Overlays `predictor`'s masks on every frame of `source` (a file or a camera index) into `output`.
+
+    `smooth` in [0, 1): exponential smoothing of the probabilities over time, p_t <- smooth * p_(t-1) +
+    (1 - smooth) * p_t (0: off). Returns the report: frames_in, frames_out, model_ms_mean/p95 (the runtime's
+    time per frame, batch time / batch size), model_fps, e2e_fps (frames written / wall time), runtime, ...
+    """
+    if not 0.0 <= smooth < 1.0:
+        raise ValueError(f"smooth must be in [0, 1), got {smooth}")
+    check_writable(output)
+    capture = open_capture(source)
+    video_writer = None
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+        size = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        video_writer, codec = open_writer(output, fps, size)
+        if show and not display_available():
+            log.warning("No display (or a headless OpenCV): frames are written, not shown")
+            show = False
+        return _run_pipeline(predictor, capture, video_writer, codec, threshold, batch_size, smooth, show, tta,
+                             max_frames, {"input": str(source), "output": str(output), "codec": codec, "fps": fps,
+                                          "size": list(size)})
+    finally:
+        capture.release()
+        if video_writer is not None:
+            video_writer.release()
+        if show:
+            cv2.destroyAllWindows()
+
+
+def _run_pipeline(predictor, capture, video_writer, codec, threshold, batch_size, smooth, show, tta, max_frames,
+                  report):
+    frames, stop, counts = queue.Queue(maxsize=4 * batch_size), threading.Event(), {"in": 0}
+    writer = Writer(video_writer, threshold, predictor.runtime.name, show)
+    reader = Worker(lambda: read_frames(capture, frames, stop, counts, max_frames), "video-reader")
+    writer_thread = Worker(writer.run, "video-writer")
+    model_ms, smoothed, interrupted = [], None, False
+    start = time.perf_counter()
+    reader.start()
+    writer_thread.start()
+    try:
+        ended = False
+        while not ended and writer_thread.is_alive():
+            batch, ended = next_batch(frames, batch_size)
+            if not batch:
+                break
+            probabilities = predictor.predict_batch(np.stack(batch), tta=tta)
+            model_ms += [1e3 * predictor.model_seconds / len(batch)] * len(batch)
+            for frame, probability in zip(batch, probabilities):
+                if smooth:
+                    smoothed = probability if smoothed is None else smooth * smoothed + (1 - smooth) * probability
+                    probability = smoothed
+                hand_over(writer.items, (frame, probability, model_ms[-1]), writer_thread)
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("Interrupted: finishing the frames already predicted")
+    finally:
+        stop.set()
+        hand_over(writer.items, END, writer_thread)
+        writer_thread.join()
+        while reader.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                frames.get_nowait()
+            except queue.Empty:
+                reader.join(0.05)
+    for worker in (writer_thread, reader):
+        if worker.error is not None:
+            raise worker.error
+    wall = time.perf_counter() - start
+    mean = float(np.mean(model_ms)) if model_ms else float("nan")
+    return {**report, "frames_in": counts["in"], "frames_out": writer.written,
+            "model_ms_mean": round(mean, 2),
+            "model_ms_p95": round(float(np.percentile(model_ms, 95)), 2) if model_ms else float("nan"),
+            "model_fps": round(1e3 / mean, 2) if model_ms else 0.0,
+            "e2e_fps": round(writer.written / wall, 2), "wall_s": round(wall, 2), "runtime": predictor.runtime.name,
+            "batch_size": batch_size, "threshold": threshold, "smooth": smooth,
+            "tta": bool(predictor.tta if tta is None else tta), "interrupted": interrupted}
