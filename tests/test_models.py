@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from tests.helpers import max_abs_diff, random_images
 from tfseg.models import PraNet, build_backbone, normalize
-from tfseg.models.blocks import resize_bilinear
+from tfseg.models.blocks import resize_bilinear, tiled_conv
 from tfseg.models.pranet import PartialDecoder, ReverseAttention
 
 SIZES = [(64, 64), (64, 96)]  # one non-square
@@ -53,7 +53,10 @@ def test_resize_matches_tensorflow_kernels(align_corners, size):
         expected = tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
     else:
         expected = tf.image.resize(x, size, method="bilinear", antialias=False)
-    assert max_abs_diff(resize_bilinear(x, size, align_corners), expected) < 1e-5
+    dynamic = tf.function(lambda images, hw: resize_bilinear(images, (hw[0], hw[1]), align_corners),
+                          input_signature=[tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([2], tf.int32)])
+    assert max_abs_diff(resize_bilinear(x, size, align_corners), expected) < 1e-5  # static: native ops
+    assert max_abs_diff(dynamic(x, size), expected) < 1e-5  # dynamic: the gathers
 
 
 def test_partial_decoder_returns_one_channel_at_stride_8():
@@ -113,3 +116,14 @@ def test_normalisation_per_backbone():
     np.testing.assert_array_equal(normalize(rgb, "res2net50"), normalize(rgb, "torch"))  # PraNet's own input
     with pytest.raises(ValueError, match="Unknown backbone"):
         normalize(rgb, "vgg")
+
+
+@pytest.mark.parametrize("kernel, strides, dilation", [(3, 1, 1), (3, 2, 1), ((1, 5), 1, 1), (3, 1, 2), (4, 2, 1)])
+def test_tiled_conv_matches_one_conv(kernel, strides, dilation):
+    conv = keras.layers.Conv2D(1024, kernel, strides=strides, dilation_rate=dilation, use_bias=False)  # tiled
+    x = np.random.default_rng(0).normal(size=(2, 23, 30, 8)).astype("float32")
+    expected = conv(x)
+    dynamic = tf.function(lambda images: tiled_conv(conv, images, tile=7),
+                          input_signature=[tf.TensorSpec([None, None, None, 8])])
+    assert max_abs_diff(tiled_conv(conv, x, tile=7), expected) < 1e-5  # static shape: up to 4 x 5 tiles
+    assert max_abs_diff(dynamic(x), expected) < 1e-5

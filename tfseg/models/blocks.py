@@ -1,4 +1,4 @@
-"""Building blocks shared by tfseg models: conv-BN units and torch-exact bilinear resizing.
+"""Building blocks shared by tfseg models: conv-BN units (tiled convolutions) and torch-exact bilinear resizing.
 
 Everything here uses `keras.ops` only, so it runs on any Keras 3 backend.
 """
@@ -11,6 +11,39 @@ from keras import ops
 # PyTorch's BatchNorm2d defaults (eps=1e-5, momentum=0.1) in Keras terms.
 TORCH_BN = {"epsilon": 1e-5, "momentum": 0.9}
 GROUP_NORM_GROUPS = 16  # norm="group": gcd(channels, 16) groups (Wu & He, ECCV 2018, use 32 on wider layers)
+CONV_TILE = 128  # output tile side of `tiled_conv`
+TILED_CONV_WEIGHTS = 2**15  # kernels this large are tiled (half of a 256 KiB L2 cache, in floats)
+
+
+def _tile_windows(length, kernel, stride, tile):
+    """One axis of `tiled_conv`: (tiles, outputs per tile, window length, total outputs, window indices)."""
+    outputs = (length - kernel) // stride + 1
+    count = (outputs + tile - 1) // tile
+    size = (outputs + count - 1) // count
+    window = (size - 1) * stride + kernel
+    index = ops.arange(count)[:, None] * (size * stride) + ops.arange(window)[None]
+    return count, size, window, outputs, ops.minimum(ops.reshape(index, (-1,)), length - 1)  # clamped: cropped
+
+
+def tiled_conv(conv, x, tile=CONV_TILE):
+    """A "valid" Conv2D; with a kernel of TILED_CONV_WEIGHTS or more, on tiles of at most `tile` x `tile` outputs
+    stacked along the batch (the same sums per output).
+
+    oneDNN's f32 NHWC convolution (TF's CPU default) splits its im2col buffer into L2-sized blocks only for
+    kernels under half the L2 cache; a larger kernel gets a buffer for the whole image, and past 1 GiB a naive
+    reference loop: the small EAR-Net's 3x3 OCR conv (240 -> 64) ran for minutes on a 1920 x 2000 input."""
+    if math.prod(conv.kernel.shape) < TILED_CONV_WEIGHTS:
+        return conv(x)
+    batch, height, width, channels = ops.shape(x)
+    (kh, kw), (sh, sw) = [(k - 1) * d + 1 for k, d in zip(conv.kernel_size, conv.dilation_rate)], conv.strides
+    nh, th, wh, oh, ih = _tile_windows(height, kh, sh, tile)
+    nw, tw, ww, ow, iw = _tile_windows(width, kw, sw, tile)
+    if isinstance(nh, int) and isinstance(nw, int) and nh == nw == 1:  # a static shape, one tile
+        return conv(x)
+    x = ops.reshape(ops.take(ops.take(x, ih, axis=1), iw, axis=2), (batch, nh, wh, nw, ww, channels))
+    y = conv(ops.reshape(ops.transpose(x, (0, 1, 3, 2, 4, 5)), (-1, wh, ww, channels)))
+    y = ops.transpose(ops.reshape(y, (batch, nh, nw, th, tw, conv.filters)), (0, 1, 3, 2, 4, 5))
+    return ops.reshape(y, (batch, nh * th, nw * tw, conv.filters))[:, :oh, :ow]
 
 
 def _source_indices(in_size, out_size, align_corners):
@@ -41,8 +74,25 @@ def _resize_axis(x, out_size, axis, align_corners):
     return ops.take(x, low, axis=axis) * (1 - frac) + ops.take(x, high, axis=axis) * frac
 
 
+def _interpolation_matrix(in_size, out_size, align_corners, dtype):
+    """(out, in) matrix of `_source_indices`' weights: resizing one axis is a matmul with it."""
+    low, high, frac = _source_indices(in_size, out_size, align_corners)
+    frac = ops.cast(frac, dtype)[:, None]
+    return ops.one_hot(low, in_size, dtype=dtype) * (1 - frac) + ops.one_hot(high, in_size, dtype=dtype) * frac
+
+
 def resize_bilinear(x, size, align_corners=False):
-    """Bilinear resize of an NHWC tensor to `size` (dynamic sizes allowed), as torch's F.interpolate."""
+    """Bilinear resize of an NHWC tensor to `size` (dynamic sizes allowed), as torch's F.interpolate.
+
+    With static sizes (eager calls, traced steps, fixed-size exports) native ops replace the gathers, which
+    TFLite and ONNX Runtime run slowly: `ops.image.resize` (half-pixel centres, no antialiasing: torch's
+    align_corners=False on every backend), or two small interpolation matmuls for align_corners=True."""
+    if all(isinstance(n, int) for n in (*size, *x.shape[1:3])):
+        if not align_corners:
+            return ops.cast(ops.image.resize(x, size, "bilinear"), x.dtype)
+        rows = _interpolation_matrix(x.shape[1], size[0], True, x.dtype)
+        columns = _interpolation_matrix(x.shape[2], size[1], True, x.dtype)
+        return ops.einsum("oh,bhwc,pw->bopc", rows, x, columns)
     x = _resize_axis(x, size[0], 1, align_corners)
     return _resize_axis(x, size[1], 2, align_corners)
 
@@ -74,8 +124,9 @@ class Upsample2x(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfseg")
 class ConvBN(keras.layers.Layer):
-    """Conv2d(bias=False) + BatchNorm2d (+ optional activation). Strided convs pad `dilation * (k // 2)` on
-    every side as torch does (Keras' "same" would pad only bottom/right for even inputs).
+    """Conv2d(bias=False) + BatchNorm2d (+ optional activation). Convs wider than 1 x 1 pad `dilation * (k // 2)`
+    on every side as torch does (Keras' "same" would pad only bottom/right for strided convs on even inputs) and
+    run as `tiled_conv`.
 
     Without activation it is PraNet's BasicConv2d (whose ReLU is never called); with "relu" the conv-BN-ReLU
     unit of HRNet and OCR. `norm="group"` puts GroupNormalization (gcd(filters, 16) groups, eps 1e-5) in the
@@ -89,9 +140,9 @@ class ConvBN(keras.layers.Layer):
         self.strides, self.activation, self.norm = strides, activation, norm
         kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         pad = tuple(dilation_rate * (k // 2) for k in kernel)
-        self.pad = keras.layers.ZeroPadding2D(pad, name="pad") if strides > 1 and any(pad) else None
+        self.pad = keras.layers.ZeroPadding2D(pad, name="pad") if any(pad) else None
         self.conv = keras.layers.Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation_rate,
-                                        padding="valid" if self.pad else "same", use_bias=False, name="conv")
+                                        use_bias=False, name="conv")
         self.bn = keras.layers.BatchNormalization(**TORCH_BN, name="bn") if norm == "batch" else \
             keras.layers.GroupNormalization(math.gcd(filters, GROUP_NORM_GROUPS), epsilon=TORCH_BN["epsilon"],
                                             name="gn")
@@ -105,7 +156,7 @@ class ConvBN(keras.layers.Layer):
         self.bn.build(self.conv.compute_output_shape(input_shape))
 
     def call(self, x, training=None):
-        x = self.bn(self.conv(self.pad(x) if self.pad else x), training=training)
+        x = self.bn(tiled_conv(self.conv, self.pad(x)) if self.pad else self.conv(x), training=training)
         return self.act(x) if self.act else x
 
     def compute_output_shape(self, input_shape):
