@@ -40,7 +40,7 @@ def main(argv=None):
             raise FileNotFoundError(f"Model not found: {source}")
         model = load_keras_model(source, args.backbone)
         metadata = read_metadata(source) or keras_metadata(model)
-        input_size = args.inputsize or metadata["input_size"]
+        input_size = (args.inputsize * 2)[:2] if args.inputsize else metadata["input_size"]  # H [W]
         results = export_model(model, args.output, [f.strip() for f in args.formats.split(",") if f.strip()],
                                input_size, args.task or metadata.get("task", "polyp"), args.tolerance)
     except (FileNotFoundError, ValueError, ImportError, ExportMismatchError) as error:

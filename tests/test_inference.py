@@ -163,18 +163,24 @@ def test_infer_video_overlays_every_frame_and_reports(exported, tmp_path, capsys
 
 
 class Interrupting:
-    """A Predictor stand-in that raises KeyboardInterrupt (Ctrl-C) on its third batch."""
+    """A Predictor stand-in whose model raises KeyboardInterrupt (Ctrl-C) on its third batch."""
 
     runtime, tta, model_seconds = type("Runtime", (), {"name": "fake"})(), False, 0.01
 
     def __init__(self):
         self.calls = 0
 
-    def predict_batch(self, images, tta=None):
+    def prepare(self, images):
+        return images
+
+    def logits(self, x, tta=None):
         self.calls += 1
         if self.calls == 3:
             raise KeyboardInterrupt
-        return np.full(images.shape[:3], 0.9, np.float32)
+        return np.full((*x.shape[:3], 1), 2.0, np.float32)
+
+    def finish(self, logits, size, count=None):
+        return 1 / (1 + np.exp(-logits[..., 0]))
 
 
 def test_ctrl_c_keeps_the_frames_done_and_releases_the_video(tmp_path):

@@ -124,8 +124,8 @@ class Predictor:
 
     `predict(image, size=None)`: HxWx3 uint8 RGB -> float32 probabilities at `size` (default the image's);
     `predict_batch(images)` for several; `tta=True` averages with the horizontally flipped image's prediction.
-    `prepare`, `runtime` and `finish` are its three steps; `model_seconds` is the time the last prediction
-    spent in the runtime alone.
+    `prepare`, `logits` (the runtime, with TTA) and `finish` are its steps, for pipelines that run them in
+    different threads; `model_seconds` is the time the last batch spent in the runtime alone.
     """
 
     def __init__(self, runtime, input_size, normalization, activation="sigmoid", task="polyp", source=None,
@@ -161,9 +161,20 @@ class Predictor:
         """uint8 RGB batch (B, H, W, 3) -> the model's input batch (numpy)."""
         return self._prepare(tf.constant(images)).numpy()
 
-    def finish(self, logits, size):
-        """The model's logits -> (B, *size) probabilities."""
-        return self._finish(tf.constant(logits, tf.float32), tf.constant(size_pair(size), tf.int32)).numpy()
+    def logits(self, x, tta=None):
+        """The runtime on a prepared batch; with TTA also on its mirror image, whose logits are flipped back and
+        appended (2B maps). Times the runtime alone into `model_seconds`."""
+        flip = self.tta if tta is None else tta
+        start = time.perf_counter()
+        logits = self.runtime(np.concatenate([x, x[:, :, ::-1]]) if flip else x)
+        self.model_seconds = time.perf_counter() - start
+        return np.concatenate([logits[:len(x)], logits[len(x):, :, ::-1]]) if flip else logits
+
+    def finish(self, logits, size, count=None):
+        """The model's logits -> (count, *size) probabilities; 2 x count maps (TTA) are averaged in pairs."""
+        probabilities = self._finish(tf.constant(logits, tf.float32), tf.constant(size_pair(size), tf.int32)).numpy()
+        count = count or len(probabilities)
+        return probabilities if len(probabilities) == count else (probabilities[:count] + probabilities[count:]) / 2
 
     def predict_batch(self, images, size=None, tta=None):
         """Images of one size (a list or a (B, H, W, 3) uint8 array) -> (B, *size) probabilities."""
@@ -171,16 +182,7 @@ class Predictor:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"Expected HxWx3 uint8 RGB images, got {images.dtype} {images.shape}")
         size = images.shape[1:3] if size is None else size
-        x = self.prepare(images)
-        flip = self.tta if tta is None else tta
-        start = time.perf_counter()
-        logits = self.runtime(np.concatenate([x, x[:, :, ::-1]]) if flip else x)
-        self.model_seconds = time.perf_counter() - start
-        if not flip:
-            return self.finish(logits, size)
-        flipped_back = np.concatenate([logits[:len(x)], logits[len(x):, :, ::-1]])
-        probabilities = self.finish(flipped_back, size)
-        return (probabilities[:len(x)] + probabilities[len(x):]) / 2
+        return self.finish(self.logits(self.prepare(images), tta), size, len(images))
 
     def predict(self, image, size=None, tta=None):
         image = np.asarray(image)

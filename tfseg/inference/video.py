@@ -1,8 +1,8 @@
 """`segment_video`: a Predictor over a video file or camera -> an overlaid video and a JSON-able report.
 
 Three stages run concurrently, so the end-to-end rate approaches the model's: a reader thread decodes frames
-(OpenCV gives BGR; converted to RGB for the model), the calling thread predicts batches, a writer thread draws
-the overlay and HUD, encodes and (with `show`) displays. Both OpenCV handles are released on every exit,
+(OpenCV gives BGR; converted to RGB for the model) and prepares batches, the calling thread runs the model, a
+writer thread turns logits into probabilities, draws the overlay and HUD, encodes and (with `show`) displays. Both OpenCV handles are released on every exit,
 errors and Ctrl-C included.
 """
 
@@ -108,56 +108,61 @@ def hand_over(items, item, consumer):
             continue
 
 
-def read_frames(capture, frames, stop, counts, max_frames=None):
-    """Reader thread: RGB frames into `frames` until the stream ends, `max_frames` or `stop`, then END."""
+def read_batches(capture, predictor, batch_size, batches, stop, counts, max_frames=None):
+    """Reader thread: batches of up to `batch_size` RGB frames (fewer only at the end), with the model input
+    prepared from them, into `batches` until the stream ends, `max_frames` or `stop`; then END."""
     try:
-        while not stop.is_set() and (max_frames is None or counts["in"] < max_frames):
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            counts["in"] += 1
-            frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            while not stop.is_set():
-                try:
-                    frames.put(frame, timeout=0.1)
+        ended = False
+        while not ended and not stop.is_set():
+            frames = []
+            while len(frames) < batch_size and (max_frames is None or counts["in"] < max_frames):
+                ok, bgr = capture.read()
+                if not ok:
                     break
-                except queue.Full:
-                    continue
+                counts["in"] += 1
+                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            ended = len(frames) < batch_size
+            if frames:
+                item = (frames, predictor.prepare(np.stack(frames)))
+                while not stop.is_set():
+                    try:
+                        batches.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
     finally:
-        frames.put(END)
-
-
-def next_batch(frames, batch_size):
-    """Up to `batch_size` frames (fewer only at the end of the stream), and whether the stream ended."""
-    batch = []
-    while len(batch) < batch_size:
-        frame = frames.get()
-        if frame is END:
-            return batch, True
-        batch.append(frame)
-    return batch, False
+        batches.put(END)
 
 
 class Writer:
-    """Writer thread: overlay + HUD + encode (+ display) of (RGB frame, probability, model ms) items."""
+    """Writer thread: probabilities from logits (+ smoothing), overlay + HUD, encode (+ display)."""
 
-    def __init__(self, video_writer, threshold, runtime, show):
-        self.video_writer, self.threshold, self.runtime, self.show = video_writer, threshold, runtime, show
-        self.items, self.written, self.recent = queue.Queue(maxsize=8), 0, deque(maxlen=30)
+    def __init__(self, video_writer, predictor, threshold, smooth, show):
+        self.video_writer, self.predictor, self.threshold, self.smooth, self.show = (
+            video_writer, predictor, threshold, smooth, show)
+        self.items, self.written, self.recent, self.smoothed = queue.Queue(maxsize=4), 0, deque(maxlen=30), None
 
     def run(self):
         while (item := self.items.get()) is not END:
-            frame, probability, model_ms = item
-            self.recent.append(time.perf_counter())
-            fps = (len(self.recent) - 1) / max(self.recent[-1] - self.recent[0], 1e-9) if len(self.recent) > 1 else 0
-            out = draw_overlay(frame, binary_mask(probability, self.threshold))
-            draw_hud(out, f"{fps:5.1f} FPS  model {model_ms:5.1f} ms  {self.runtime}")
-            bgr = cv2.cvtColor(out, cv2.COLOR_RGB2BGR)
-            self.video_writer.write(bgr)
-            self.written += 1
-            if self.show:
-                cv2.imshow("tfseg", bgr)
-                cv2.waitKey(1)
+            frames, logits, model_ms = item
+            for frame, probability in zip(frames, self.predictor.finish(logits, frames[0].shape[:2], len(frames))):
+                if self.smooth:
+                    self.smoothed = probability if self.smoothed is None else \
+                        self.smooth * self.smoothed + (1 - self.smooth) * probability
+                    probability = self.smoothed
+                self.write(frame, probability, model_ms)
+
+    def write(self, frame, probability, model_ms):
+        self.recent.append(time.perf_counter())
+        fps = (len(self.recent) - 1) / max(self.recent[-1] - self.recent[0], 1e-9) if len(self.recent) > 1 else 0
+        out = draw_overlay(frame, binary_mask(probability, self.threshold))
+        draw_hud(out, f"{fps:5.1f} FPS  model {model_ms:5.1f} ms  {self.predictor.runtime.name}")
+        bgr = cv2.cvtColor(out, cv2.COLOR_RGB2BGR)
+        self.video_writer.write(bgr)
+        self.written += 1
+        if self.show:
+            cv2.imshow("tfseg", bgr)
+            cv2.waitKey(1)
 
 
 def segment_video(predictor, source, output, threshold=0.5, batch_size=1, smooth=0.0, show=False, tta=None,
@@ -180,7 +185,7 @@ def segment_video(predictor, source, output, threshold=0.5, batch_size=1, smooth
         if show and not display_available():
             log.warning("No display (or a headless OpenCV): frames are written, not shown")
             show = False
-        return _run_pipeline(predictor, capture, video_writer, codec, threshold, batch_size, smooth, show, tta,
+        return _run_pipeline(predictor, capture, video_writer, threshold, batch_size, smooth, show, tta,
                              max_frames, {"input": str(source), "output": str(output), "codec": codec, "fps": fps,
                                           "size": list(size)})
     finally:
@@ -191,29 +196,22 @@ def segment_video(predictor, source, output, threshold=0.5, batch_size=1, smooth
             cv2.destroyAllWindows()
 
 
-def _run_pipeline(predictor, capture, video_writer, codec, threshold, batch_size, smooth, show, tta, max_frames,
-                  report):
-    frames, stop, counts = queue.Queue(maxsize=4 * batch_size), threading.Event(), {"in": 0}
-    writer = Writer(video_writer, threshold, predictor.runtime.name, show)
-    reader = Worker(lambda: read_frames(capture, frames, stop, counts, max_frames), "video-reader")
+def _run_pipeline(predictor, capture, video_writer, threshold, batch_size, smooth, show, tta, max_frames, report):
+    batches, stop, counts = queue.Queue(maxsize=4), threading.Event(), {"in": 0}
+    writer = Writer(video_writer, predictor, threshold, smooth, show)
+    reader = Worker(lambda: read_batches(capture, predictor, batch_size, batches, stop, counts, max_frames),
+                    "video-reader")
     writer_thread = Worker(writer.run, "video-writer")
-    model_ms, smoothed, interrupted = [], None, False
+    model_ms, interrupted = [], False
     start = time.perf_counter()
     reader.start()
     writer_thread.start()
     try:
-        ended = False
-        while not ended and writer_thread.is_alive():
-            batch, ended = next_batch(frames, batch_size)
-            if not batch:
-                break
-            probabilities = predictor.predict_batch(np.stack(batch), tta=tta)
-            model_ms += [1e3 * predictor.model_seconds / len(batch)] * len(batch)
-            for frame, probability in zip(batch, probabilities):
-                if smooth:
-                    smoothed = probability if smoothed is None else smooth * smoothed + (1 - smooth) * probability
-                    probability = smoothed
-                hand_over(writer.items, (frame, probability, model_ms[-1]), writer_thread)
+        while writer_thread.is_alive() and (item := batches.get()) is not END:
+            frames, x = item
+            logits = predictor.logits(x, tta)
+            model_ms += [1e3 * predictor.model_seconds / len(frames)] * len(frames)
+            hand_over(writer.items, (frames, logits, model_ms[-1]), writer_thread)
     except KeyboardInterrupt:
         interrupted = True
         log.warning("Interrupted: finishing the frames already predicted")
@@ -223,7 +221,7 @@ def _run_pipeline(predictor, capture, video_writer, codec, threshold, batch_size
         writer_thread.join()
         while reader.is_alive():  # unblock a reader waiting on a full queue
             try:
-                frames.get_nowait()
+                batches.get_nowait()
             except queue.Empty:
                 reader.join(0.05)
     for worker in (writer_thread, reader):
