@@ -35,6 +35,7 @@ def moved_batchnorm_statistics(model, seed=0):
 def exported(tmp_path_factory):
     """A PraNet-MobileNetV2 saved as .keras, then export_model.py into all four formats."""
     folder = tmp_path_factory.mktemp("export")
+    keras.utils.set_random_seed(0)  # the same weights every run: the overlay checks below see the same masks
     model = moved_batchnorm_statistics(PraNet("mobilenetv2", backbone_weights=None))
     export(model, str(folder / "source"), ["keras"], INPUT_SIZE)
     export_model.main(["--model", str(folder / "source"), "--formats", ",".join(FORMATS), "--output",
