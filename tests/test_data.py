@@ -138,9 +138,26 @@ def test_check_pairs_lists_unreadable_and_truncated_files(tmp_path):
     (tmp_path / "images" / "garbage.png").write_bytes(b"this is not a png")
     truncated = tmp_path / "masks" / "cut.png"
     truncated.write_bytes(truncated.read_bytes()[:-20])
-    with pytest.raises(DatasetError, match="2 unreadable") as error:
+    with pytest.raises(DatasetError, match="2 unreadable or damaged") as error:
         check_pairs(find_pairs(tmp_path))
     assert "garbage.png" in str(error.value) and "cut.png" in str(error.value) and "good" not in str(error.value)
+
+
+def test_check_pairs_decodes_jpeg_data(tmp_path):
+    """A JPEG cut in half keeps a valid header and passes PIL's verify(); only decoding finds it."""
+    rgb = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    touch_pair(tmp_path, "half.jpg", "half.png", size=(120, 160))
+    path = save(tmp_path / "images" / "half.jpg", rgb)
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match=r"1 unreadable or damaged file\(s\): .*half\.jpg \(image file is truncated"):
+        check_pairs(find_pairs(tmp_path))
+
+
+def test_check_pairs_can_return_size_mismatches(tmp_path):
+    save(tmp_path / "images" / "a.jpg", np.zeros((30, 40, 3), np.uint8))
+    save(tmp_path / "masks" / "a.png", np.zeros((40, 30), np.uint8))
+    assert check_pairs(find_pairs(tmp_path), allow_size_mismatch=True) == ["a: image 40x30, mask 30x40"]
 
 
 def test_check_pairs_refuses_mask_of_another_size(tmp_path):

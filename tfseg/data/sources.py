@@ -4,13 +4,14 @@ Layout: `root/images/<id>.<ext>` and `root/masks/<id>[_mask].<ext>`, matched by 
 the PraNet TrainDataset/TestDataset folders and most polyp sets use it; Kaggle-style sets add `_mask`).
 """
 
+import concurrent.futures
 import hashlib
 import os
 import random
 from pathlib import Path
 from typing import NamedTuple
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".gif"})
 MASK_SUFFIX = "_mask"
@@ -40,8 +41,9 @@ def raise_listing(header, groups):
 
     groups: (names, description) pairs."""
     lines = [f"{len(names)} {description}: {format_names(names)}" for names, description in groups if names]
-    if lines:
-        raise DatasetError("\n  ".join([header, *lines]))
+    if lines:  # one problem fits on one line
+        raise DatasetError(f"{header} {lines[0]}" if len(lines) == 1 else
+                           "\n  ".join([header, *lines]))
 
 
 def find_pairs(root, images="images", masks="masks", mask_suffix=MASK_SUFFIX):
@@ -83,13 +85,20 @@ def files_by_key(folder, key=lambda stem: stem):
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"Folder not found: {folder}")
-    by_key = {}
+    by_key, broken = {}, []
     for entry in os.scandir(folder):
         stem, ext = os.path.splitext(entry.name)
-        if entry.name.startswith(".") or ext.lower() not in IMAGE_EXTENSIONS or not entry.is_file():
+        if entry.name.startswith(".") or ext.lower() not in IMAGE_EXTENSIONS:
+            continue
+        try:
+            if not entry.is_file():
+                continue
+        except OSError as error:  # a symbolic link loop, or an entry that cannot be examined
+            broken.append(f"{entry.name} ({error.strerror})")
             continue
         if (file_key := key(stem)) is not None:
             by_key.setdefault(file_key, []).append(entry.path)
+    raise_listing(f"Unusable entries in {folder}:", [(broken, "file(s) that cannot be opened")])
     if not by_key:
         raise DatasetError(f"No image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}")
     ambiguous = [os.path.basename(path) for paths in by_key.values() if len(paths) > 1 for path in paths]
@@ -97,32 +106,45 @@ def files_by_key(folder, key=lambda stem: stem):
     return {file_key: paths[0] for file_key, paths in by_key.items()}
 
 
-def check_pairs(pairs):
-    """Reads the header of every file (PIL, no decoding): raises DatasetError for unreadable files and for
-    pairs whose image and mask sizes differ. Mismatched sizes are refused, never resized silently: a mask of
-    another size usually belongs to another image."""
-    unreadable, mismatched = [], []
+def check_pairs(pairs, allow_size_mismatch=False):
+    """Decodes every file (PIL; a JPEG at 1/8 scale, which still reads all of its data, so a truncated file is
+    found: `verify()` alone does not decode JPEG data) and raises DatasetError listing the unreadable or damaged
+    files, and the pairs whose image and mask sizes differ. Mismatched sizes are refused, never resized
+    silently: a mask of another size usually belongs to another image. With `allow_size_mismatch` they are
+    returned instead (the caller warns). Returns the mismatched pairs' descriptions."""
+    files = [path for pair in pairs for path in (pair.image, pair.mask)]
+    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # decoding frees the GIL
+        decoded = dict(zip(files, pool.map(decoded_size, files)))
+    unreadable = [f"{path} ({problem})" for path, (_, problem) in decoded.items() if problem]
+    mismatched = []
     for pair in pairs:
-        image_size, mask_size = _header_size(pair.image), _header_size(pair.mask)
-        unreadable += [path for path, size in [(pair.image, image_size), (pair.mask, mask_size)] if size is None]
+        image_size, mask_size = decoded[pair.image][0], decoded[pair.mask][0]
         if image_size and mask_size and image_size != mask_size:
             (iw, ih), (mw, mh) = image_size, mask_size
             mismatched.append(f"{pair.stem}: image {iw}x{ih}, mask {mw}x{mh}")
     raise_listing("Unusable image/mask files:", [
-        (unreadable, "unreadable or corrupt file(s)"),
-        (mismatched, "pair(s) whose image and mask sizes differ"),
+        (unreadable, "unreadable or damaged file(s)"),
+        ([] if allow_size_mismatch else mismatched, "pair(s) whose image and mask sizes differ"),
     ])
+    return mismatched
 
 
-def _header_size(path):
-    """(width, height) from the file header, or None if PIL cannot read it or `verify()` finds it corrupt."""
+def decoded_size(path):
+    """((width, height), None) when the file passes PIL's `verify()` (chunk checksums, truncation of PNGs) and
+    decodes whole, else (None, what is wrong)."""
     try:
         with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
             size = image.size
-            image.verify()  # cheap integrity check (PNG chunk CRCs, truncation); does not decode pixels
-        return size
-    except Exception:  # PIL raises many types (UnidentifiedImageError, SyntaxError, OSError, struct.error)
-        return None
+            if image.format == "JPEG":  # DCT scaling: a fraction of the work, every byte still read
+                image.draft(image.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+            image.load()
+        return size, None
+    except UnidentifiedImageError:
+        return None, "not an image file PIL can read"
+    except Exception as error:  # PIL raises many types (OSError, SyntaxError, struct.error, ...)
+        return None, str(error) or type(error).__name__
 
 
 def split_pairs(pairs, val_fraction, seed):
