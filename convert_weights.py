@@ -10,10 +10,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfseg.cli import add_flag as add  # noqa: E402
-from tfseg.convert import MODELS, convert_checkpoint  # noqa: E402
+from tfseg.cli import run  # noqa: E402
 
 
 def parse_args(argv=None):
+    from tfseg.convert import MODELS  # TensorFlow: inside main, where Ctrl-C is handled
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("source", help="PyTorch state dict (.pth)")
     p.add_argument("destination", help="output: .weights.h5 (weights) or .keras (whole model)")
@@ -26,11 +28,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    from tfseg.convert import convert_checkpoint
+
     try:
         convert_checkpoint(args.source, args.destination, args.model, args.allow_partial)
-    except (ImportError, FileNotFoundError, ValueError) as error:  # ConversionError is a ValueError
+    except (ImportError, OSError, ValueError) as error:  # ConversionError is a ValueError
         raise SystemExit(f"error: {error}")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

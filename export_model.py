@@ -10,6 +10,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfseg.cli import add_flag as add  # noqa: E402
+from tfseg.cli import run  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -29,21 +30,26 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    from tfseg.export import ExportMismatchError, export_model  # TensorFlow after the flags are parsed
-    from tfseg.inference.predictor import keras_metadata, load_keras_model, read_metadata
+    from tfseg.export import ExportMismatchError, check_formats, export_model  # TensorFlow after the flags
+    from tfseg.files import refuse_inside
+    from tfseg.inference.predictor import check_fingerprint, keras_metadata, load_keras_model, read_metadata
 
     source = Path(args.model)
     try:
+        formats = check_formats(f.strip() for f in args.formats.split(",") if f.strip())
         if source.is_dir():
             source = source / "model.keras"
         if not source.is_file():
             raise FileNotFoundError(f"Model not found: {source}")
+        refuse_inside(args.output, [source])
+        stored = read_metadata(source)
+        check_fingerprint(source, stored)
         model = load_keras_model(source, args.backbone)
-        metadata = read_metadata(source) or keras_metadata(model)
+        metadata = stored or keras_metadata(model)
         input_size = (args.inputsize * 2)[:2] if args.inputsize else metadata["input_size"]  # H [W]
-        results = export_model(model, args.output, [f.strip() for f in args.formats.split(",") if f.strip()],
-                               input_size, args.task or metadata.get("task", "polyp"), args.tolerance)
-    except (FileNotFoundError, ValueError, ImportError, ExportMismatchError) as error:
+        results = export_model(model, args.output, formats, input_size, args.task or metadata.get("task", "polyp"),
+                               args.tolerance)
+    except (OSError, ValueError, ImportError, ExportMismatchError) as error:
         raise SystemExit(f"error: {error}")
     print(f"\n{'format':<11} {'max |logit diff| vs Keras':>26}  path")
     for name, result in results.items():
@@ -52,4 +58,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -9,14 +9,15 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfseg.cli import add_flag as add  # noqa: E402
-from tfseg.cli import add_model_flags, load_predictor  # noqa: E402
+from tfseg.cli import add_model_flags, load_predictor, run  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_flags(p)
     add(p, "image", required=True, help="an image file, a folder of images or a glob pattern (quoted)")
-    add(p, "output", required=True, help="folder for <name>_mask.png, <name>_prob.png, <name>_overlay.png")
+    add(p, "output", required=True, help="folder for <name>_mask.png, <name>_prob.png, <name>_overlay.png "
+                                         "(<name>: the file's stem; stem_ext where two inputs share a stem)")
     add(p, "quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -31,11 +32,12 @@ def main(argv=None):
                                  progress=not args.quiet)
     except (FileNotFoundError, ValueError, ImportError, OSError) as error:
         raise SystemExit(f"error: {error}")
-    print(f"{len(summary['written'])} image(s) segmented with {summary['runtime']} into {summary['output']}"
-          + (f"; {len(summary['failed'])} skipped:" if summary["failed"] else ""))
+    print(f"{len(summary['written'])} image(s) segmented with {summary['runtime']}: {summary['files_written']} "
+          f"file(s) written into {summary['output']}" + (f"; {len(summary['failed'])} skipped:" if summary["failed"]
+                                                          else ""))
     for path, reason in summary["failed"].items():
         print(f"  {path}: {reason}")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -10,7 +10,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfseg.cli import add_flag as add  # noqa: E402
-from tfseg.cli import add_model_flags, load_predictor  # noqa: E402
+from tfseg.cli import add_model_flags, load_predictor, run  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -30,19 +30,27 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    from tfseg.inference import VideoError, segment_video  # TensorFlow after the flags are parsed
+    from tfseg import files  # TensorFlow after the flags are parsed
+    from tfseg.inference import VideoError, segment_video
+    from tfseg.inference.video import check_writable, is_camera
 
     try:
-        report = segment_video(load_predictor(args), args.video, args.output, args.threshold, args.batchsize, args.smooth,
-                               args.show, max_frames=args.max_frames)
-        if args.report:
-            with open(args.report, "w") as f:
-                json.dump(report, f, indent=2)
-    except (FileNotFoundError, ValueError, ImportError, OSError, VideoError) as error:
+        if args.report:  # checked before the work, not after the whole video
+            files.refuse_overwrite([args.report], [args.output] + ([] if is_camera(args.video) else [args.video]),
+                                   "report")
+            check_writable(args.report)
+        report = segment_video(load_predictor(args), args.video, args.output, args.threshold, args.batchsize,
+                               args.smooth, args.show, max_frames=args.max_frames)
+    except (ValueError, ImportError, OSError, VideoError) as error:
         raise SystemExit(f"error: {error}")
     print(json.dumps(report, indent=2))
+    if args.report:
+        try:
+            files.write_json(args.report, report)
+        except OSError as error:
+            raise SystemExit(f"error: cannot write the report {args.report} (printed above): {error}")
     print(f"Overlay video: {report['output']}" + (f"; report: {args.report}" if args.report else ""))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

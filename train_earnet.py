@@ -10,7 +10,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfseg.cli import add_flag as add  # noqa: E402
-from tfseg.data import DatasetError  # noqa: E402
+from tfseg.cli import run  # noqa: E402
 
 METRICS = ("val_F1", "val_Acc", "val_Se", "val_Sp", "val_AUC")
 
@@ -69,12 +69,12 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run(args)
-    except (DatasetError, FileNotFoundError, FileExistsError, ValueError) as error:
+        train(args)
+    except (ValueError, OSError, ImportError) as error:  # DatasetError is a ValueError, ConnectionError an OSError
         raise SystemExit(f"error: {error}")
 
 
-def run(args):
+def train(args):
     from tfseg.training.earnet import EARNetConfig, resume_config, train_earnet
 
     if args.resume:
@@ -111,4 +111,4 @@ def run(args):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

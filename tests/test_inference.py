@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import cv2
 import keras
@@ -11,9 +12,11 @@ import pytest
 import export_model
 import infer_image
 import infer_video
+from tests.helpers import kill_when_changed
 from tfseg.data.synthetic import polyp_sample, write_polyp_video
 from tfseg.export import ExportMismatchError, export_model as export
 from tfseg.inference import Predictor, segment_video
+from tfseg.inference.predictor import ModelFileError
 from tfseg.models import PraNet
 
 INPUT_SIZE = 64
@@ -56,7 +59,9 @@ def test_every_format_is_written_with_metadata(exported):
     assert metadata["input_size"] == [INPUT_SIZE] * 2 and metadata["normalization"] == "tf"
     import onnx
     embedded = {p.key: p.value for p in onnx.load(str(folder / "model.onnx")).metadata_props}
-    assert json.loads(embedded["tfseg"]) == metadata
+    assert json.loads(embedded["tfseg"]) == {key: value for key, value in metadata.items() if key != "files"}
+    assert set(metadata["files"]) == set(FORMATS) and all(entry["fingerprint"].startswith("sha256:")
+                                                          for entry in metadata["files"].values())
 
 
 def test_four_formats_give_the_same_probabilities(exported, image):
@@ -208,3 +213,144 @@ def test_video_errors_are_clear(exported, tmp_path):
     for args, message in cases:
         with pytest.raises(SystemExit, match=message):
             infer_video.main(["--model", str(folder / "model.tflite"), "--output", str(tmp_path / "o.mp4"), *args])
+
+
+# ---------------------------------------------------------------- one model per export folder, checked files
+
+
+def other_model(tmp_path):
+    """A PraNet-MobileNetV2 with other weights than the fixture's, as a .keras file; returns (model, path)."""
+    keras.utils.set_random_seed(1)
+    model = moved_batchnorm_statistics(PraNet("mobilenetv2", backbone_weights=None), seed=1)
+    path = tmp_path / "other.keras"
+    model.save(path)
+    return model, path
+
+
+def same_weights(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))
+
+
+def test_reexport_replaces_the_whole_folder_and_keeps_the_users_files(exported, tmp_path):
+    """The defect: model.tflite of an earlier export stayed beside the new model.keras, and the folder ran it."""
+    _, folder = exported
+    target = tmp_path / "export"
+    shutil.copytree(folder, target)
+    (target / "NOTES.txt").write_text("trained on fold 3")
+    model, source = other_model(tmp_path)
+    export_model.main(["--model", str(source), "--formats", "keras", "--output", str(target)])
+    assert {p.name for p in target.iterdir()} == {"model.keras", "tfseg.json", "NOTES.txt"}
+    assert (target / "NOTES.txt").read_text() == "trained on fold 3"
+    predictor = Predictor.load(target)  # fingerprints checked
+    assert predictor.runtime.name == "keras" and same_weights(predictor.runtime.model, model)
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".tmp")]  # no staging folder left
+
+
+def test_files_that_are_not_the_exported_ones_are_refused(exported, tmp_path, capsys):
+    _, folder = exported
+    target = tmp_path / "export"
+    shutil.copytree(folder, target)
+    with open(target / "model.onnx", "ab") as f:  # changed after the export
+        f.write(b"\0")
+    with pytest.raises(ModelFileError, match="model.onnx is not the file exported with .*fingerprint differs"):
+        Predictor.load(target, runtime="onnx")
+    with pytest.raises(SystemExit, match="^error: .*model.onnx is not the file exported with"):
+        infer_image.main(["--model", str(target), "--runtime", "onnx", "--image", str(tmp_path), "--output",
+                          str(tmp_path / "out")])
+    shutil.copy(target / "model.tflite", target / "copy.tflite")  # in the folder, but not of the export
+    with pytest.raises(ModelFileError, match="copy.tflite is not a file of the export described by"):
+        Predictor.load(target / "copy.tflite")
+    assert Predictor.load(target).runtime.name == "tflite"  # the checked files still load
+
+
+KILLED_EXPORT = """
+import keras
+import tfseg.models
+from tfseg.export import export_model
+export_model(keras.models.load_model({source!r}), {target!r}, ["keras"], 64)
+"""
+
+
+@pytest.mark.parametrize("changes", [1, 3])
+def test_kill_during_an_export_leaves_the_previous_export_whole(exported, tmp_path, changes):
+    """Killed at the n-th change of the folder around the export, the export folder holds either the previous
+    export or the new one, whole and checked, never a mixture or a truncated file."""
+    model, folder = exported
+    target = tmp_path / "export"
+    target.mkdir()
+    shutil.copy(folder / "model.keras", target)
+    metadata = json.loads((folder / "tfseg.json").read_text())
+    metadata["files"] = {"keras": metadata["files"]["keras"]}
+    (target / "tfseg.json").write_text(json.dumps(metadata))
+    replacement, source = other_model(tmp_path)
+    outcome, stderr = kill_when_changed(KILLED_EXPORT.format(source=str(source), target=str(target)), tmp_path,
+                                       changes=changes)
+    assert outcome == "killed", stderr
+    assert set(os.listdir(target)) == {"model.keras", "tfseg.json"}
+    loaded = Predictor.load(target).runtime.model  # loads, its fingerprint checked
+    assert same_weights(loaded, model) or same_weights(loaded, replacement)
+
+
+# ---------------------------------------------------------------- careless paths
+
+
+def test_export_refuses_what_it_would_destroy_and_says_why(exported, tmp_path):
+    _, folder = exported
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "image.png").write_bytes(b"a user's file")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    source = ["--model", str(folder / "model.keras")]
+    cases = [(source + ["--output", str(data)], "is not empty and holds no tfseg export"),
+             (source + ["--output", str(folder)], "holds the input .*model.keras"),
+             (source + ["--formats", ",", "--output", str(tmp_path / "x")], "No export format given"),
+             (source + ["--output", str(blocker / "x")], "Not a directory")]
+    for args, message in cases:
+        with pytest.raises(SystemExit, match=f"^error: .*{message}"):
+            export_model.main(args)
+    assert os.listdir(data) == ["image.png"] and not (tmp_path / "x").exists()
+
+
+def test_infer_video_refuses_to_write_over_its_input(exported, tmp_path):
+    _, folder = exported
+    clip, _ = write_polyp_video(tmp_path / "clip.mp4", frames=2, size=(32, 32))
+    content = clip.read_bytes()
+    os.symlink(clip, tmp_path / "link.mp4")
+    for output in (clip, tmp_path / "link.mp4"):
+        with pytest.raises(SystemExit, match="^error: The output .* would overwrite the input"):
+            infer_video.main(["--model", str(folder / "model.tflite"), "--video", str(clip), "--output",
+                              str(output)])
+    with pytest.raises(SystemExit, match="^error: The report .* would overwrite the input"):
+        infer_video.main(["--model", str(folder / "model.tflite"), "--video", str(clip), "--output",
+                          str(tmp_path / "o.mp4"), "--report", str(clip)])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit, match="^error: Cannot create the output folder"):  # before any frame
+        infer_video.main(["--model", str(folder / "model.tflite"), "--video", str(clip), "--output",
+                          str(tmp_path / "o.mp4"), "--report", str(blocker / "report.json")])
+    assert clip.read_bytes() == content and not (tmp_path / "o.mp4").exists()
+
+
+def test_infer_image_keeps_inputs_that_share_a_stem_apart(exported, tmp_path, capsys):
+    """The defect: polyps3.jpg and polyps3.png wrote to the same polyps3_*.png files ("9 segmented", 8 written)."""
+    _, folder = exported
+    images = tmp_path / "images"
+    images.mkdir()
+    for index, ext in enumerate(("jpg", "png")):
+        rgb = polyp_sample(np.random.default_rng(index), 48, 64)[0]
+        cv2.imwrite(str(images / f"polyps3.{ext}"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    cut = images / "cut.jpg"
+    cv2.imwrite(str(cut), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    cut.write_bytes(cut.read_bytes()[:300])  # header intact, data cut: OpenCV would decode it half grey
+    infer_image.main(["--model", str(folder), "--image", str(images), "--output", str(tmp_path / "out"), "--quiet"])
+    printed = capsys.readouterr().out
+    assert "2 image(s) segmented with tflite: 6 file(s) written" in printed and "cut.jpg" in printed
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(f"polyps3_{ext}_{kind}.png" for ext in ("jpg", "png")
+                                                          for kind in ("mask", "prob", "overlay"))
+    mixed = tmp_path / "mixed"  # an image and its mask from an earlier run, the output folder the same
+    mixed.mkdir()
+    shutil.copy(images / "polyps3.png", mixed / "polyps3.png")
+    shutil.copy(tmp_path / "out" / "polyps3_png_mask.png", mixed / "polyps3_mask.png")
+    with pytest.raises(SystemExit, match="^error: The output .*polyps3_mask.png would overwrite the input"):
+        infer_image.main(["--model", str(folder), "--image", str(mixed), "--output", str(mixed), "--quiet"])

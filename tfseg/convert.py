@@ -17,6 +17,7 @@ import logging
 
 import numpy as np
 
+from tfseg import files
 from tfseg.models import PraNet, build_backbone
 from tfseg.models.res2net import STAGES
 
@@ -169,12 +170,11 @@ def convert_checkpoint(source, destination, name="pranet", allow_partial=False):
     `destination`: weights only (`.weights.h5`) or the whole model (`.keras`). Returns the report."""
     if not destination.endswith((".weights.h5", ".keras")):
         raise ValueError(f"Destination must end with .weights.h5 or .keras: {destination}")
+    files.refuse_overwrite([destination], [source])
     state_dict = load_state_dict(source)
     model = build_model(name)
     report = convert_state_dict(state_dict, model, name, allow_partial)
-    if destination.endswith(".keras"):
-        model.save(destination)
-    else:
-        model.save_weights(destination)
+    with files.atomic_path(destination) as temporary:
+        (model.save if destination.endswith(".keras") else model.save_weights)(temporary)
     log.info("Converted %d tensors of %s into %s", len(report.converted), source, destination)
     return report

@@ -10,16 +10,23 @@ ONNX and TFLite hold one input "images" (float32, normalised) and one output, th
 model has a training size they are exported for that size (static H and W; any batch): their runtimes plan
 static graphs and the bilinear resizes become native resize ops (tfseg.models.blocks); without one (EAR-Net's
 multi-scale inference) H and W stay dynamic.
+
+An export folder only ever holds the files of one model: `export_model` writes and checks every format in a
+temporary sibling folder and then swaps it in (`tfseg.files.replace_folder`), so a failure or a kill leaves the
+previous export whole, and files of an earlier export never stay beside the new ones. `tfseg.json` records a
+fingerprint (sha256) of each model file, which `Predictor.load` checks.
 """
 
 import json
 import logging
 import os
+import shutil
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfseg import files
 from tfseg.inference.predictor import EXPORT_FILES, METADATA_FILE, load_runtime, probability_map, size_pair
 
 log = logging.getLogger(__name__)
@@ -30,6 +37,10 @@ CHECK_SIZE = (96, 128)  # the check's input size for models without a training s
 
 class ExportMismatchError(RuntimeError):
     """An exported model disagrees with the Keras model beyond the tolerance."""
+
+
+class ExportFolderError(ValueError):
+    """The output folder cannot take an export (it holds other things than an earlier export)."""
 
 
 def model_metadata(model, input_size, task="polyp"):
@@ -69,7 +80,9 @@ def export_savedmodel(model, path, input_size, task="polyp"):
                                        model.output_activation),
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     archive.write_out(path, verbose=False)
-    write_metadata(path, model_metadata(model, input_size, task))
+    metadata = model_metadata(model, input_size, task)
+    metadata["files"] = {"savedmodel": {"path": ".", "fingerprint": files.fingerprint(path, {METADATA_FILE})}}
+    write_metadata(path, metadata)
 
 
 def export_onnx(model, path, input_size, task="polyp"):
@@ -101,8 +114,7 @@ EXPORTERS = {"keras": export_keras, "savedmodel": export_savedmodel, "onnx": exp
 
 
 def write_metadata(folder, metadata):
-    with open(os.path.join(folder, METADATA_FILE), "w") as f:
-        json.dump(metadata, f, indent=2)
+    files.write_json(os.path.join(folder, METADATA_FILE), metadata)
 
 
 def max_export_difference(model, path, input_size, metadata, seed=0):
@@ -114,16 +126,82 @@ def max_export_difference(model, path, input_size, metadata, seed=0):
     return float(np.max(np.abs(runtime(x) - expected)))
 
 
-def export_model(model, folder, formats=("keras", "savedmodel"), input_size=None, task="polyp", tolerance=1e-3):
-    """Writes each format into `folder` (model.keras, savedmodel/, model.onnx, model.tflite) with `tfseg.json`,
-    checks each against `model` and raises ExportMismatchError beyond `tolerance` (max absolute logit
-    difference). Returns {format: {"path", "max_abs_diff"}}."""
+def check_formats(formats):
+    """The formats as a list; ValueError for none or an unknown one."""
+    formats = list(formats)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"Unknown export formats {unknown}: choose from {', '.join(FORMATS)}")
-    os.makedirs(folder, exist_ok=True)
+    if not formats:
+        raise ValueError(f"No export format given: choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def export_files(folder):
+    """The names in an export folder that belong to the export (the model files of every format, tfseg.json)."""
+    names = {*EXPORT_FILES.values(), METADATA_FILE}
+    metadata_path = os.path.join(folder, METADATA_FILE)
+    try:
+        with open(metadata_path) as f:
+            names |= {entry["path"] for entry in json.load(f).get("files", {}).values()}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        pass
+    return names
+
+
+def check_export_folder(folder):
+    """The entries of an existing output folder that an export keeps (the user's own, e.g. NOTES.txt); raises
+    ExportFolderError for a non-empty folder that holds no export, which an export would take over."""
+    if not os.path.lexists(folder):
+        return []
+    if not os.path.isdir(folder):
+        raise ExportFolderError(f"The export folder {folder} is a file: choose a folder")
+    entries = [entry for entry in os.listdir(folder) if not files.TEMPORARY.match(entry)]
+    if entries and METADATA_FILE not in entries:
+        raise ExportFolderError(f"{folder} is not empty and holds no tfseg export ({METADATA_FILE}): an export "
+                                "replaces its folder, so choose a new or empty one")
+    ours = export_files(folder)
+    return [entry for entry in entries if entry not in ours]
+
+
+def export_model(model, folder, formats=("keras", "savedmodel"), input_size=None, task="polyp", tolerance=1e-3):
+    """Writes each format (model.keras, savedmodel/, model.onnx, model.tflite) with `tfseg.json` into a temporary
+    sibling of `folder`, checks each against `model` (ExportMismatchError beyond `tolerance`, the max absolute
+    logit difference), then swaps it in as `folder`. An earlier export there is replaced whole (files of formats
+    not asked for now go with it); the user's own files in it are kept. Returns {format: {"path",
+    "max_abs_diff"}}."""
+    formats = check_formats(formats)
+    folder = os.path.abspath(folder)
+    kept = check_export_folder(folder)
+    files.remove_stale_temporaries(os.path.dirname(folder), os.path.basename(folder))
+    staging = files.temporary_name(folder)
+    try:
+        os.makedirs(staging)
+        results, metadata = _write_formats(model, staging, formats, input_size, task, tolerance, folder)
+        _copy_entries(folder, staging, kept)  # copies: the previous folder stays whole until the swap
+        write_metadata(staging, metadata)
+        files.replace_folder(staging, folder)
+    except BaseException:
+        files.remove(staging)
+        raise
+    for name, result in results.items():
+        result["path"] = os.path.join(folder, EXPORT_FILES[name])
+        log.info("Exported %s: %s (max |logit difference| vs Keras %.2e)", name, result["path"],
+                 result["max_abs_diff"])
+    return results
+
+
+def _copy_entries(source, target, names):
+    for name in names:
+        if os.path.isdir(os.path.join(source, name)) and not os.path.islink(os.path.join(source, name)):
+            shutil.copytree(os.path.join(source, name), os.path.join(target, name), symlinks=True)
+        else:
+            shutil.copy2(os.path.join(source, name), os.path.join(target, name), follow_symlinks=False)
+
+
+def _write_formats(model, folder, formats, input_size, task, tolerance, destination):
+    """Every format into `folder`, each checked; returns (results, metadata with the files' fingerprints)."""
     metadata = model_metadata(model, input_size, task)
-    write_metadata(folder, metadata)
     results = {}
     for name in FORMATS:
         if name not in formats:
@@ -132,8 +210,12 @@ def export_model(model, folder, formats=("keras", "savedmodel"), input_size=None
         EXPORTERS[name](model, path, input_size, task)
         difference = max_export_difference(model, path, input_size, metadata)
         results[name] = {"path": path, "max_abs_diff": difference}
-        log.info("Exported %s: %s (max |logit difference| vs Keras %.2e)", name, path, difference)
         if not difference <= tolerance:
-            raise ExportMismatchError(f"{name} export {path} differs from the Keras model by {difference:.3e} "
-                                      f"(tolerance {tolerance:g})")
-    return results
+            raise ExportMismatchError(f"{name} export {os.path.join(destination, EXPORT_FILES[name])} differs "
+                                      f"from the Keras model by {difference:.3e} (tolerance {tolerance:g}); "
+                                      f"nothing was written")
+    metadata["files"] = {name: {"path": EXPORT_FILES[name],
+                                "fingerprint": files.fingerprint(os.path.join(folder, EXPORT_FILES[name]),
+                                                                 {METADATA_FILE})}
+                         for name in results}
+    return results, metadata

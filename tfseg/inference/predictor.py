@@ -3,12 +3,14 @@
 Loads a `.keras` file, a PraNet `.weights.h5` (with its backbone named), a SavedModel folder, an `.onnx` or a
 `.tflite` file, or an export folder holding several of them (the fastest runtime is picked). The metadata
 written at export (`tfseg.json` beside the files, also inside the ONNX file) gives the input size, the
-backbone normalisation, the task, which output is the prediction and its activation. Pre- and post-processing
-are the same TensorFlow functions for every runtime.
+backbone normalisation, the task, which output is the prediction and its activation, and a fingerprint of each
+model file: a file that is not the one exported with that metadata is refused, never run with it. Pre- and
+post-processing are the same TensorFlow functions for every runtime.
 """
 
 import importlib.util
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfseg import files
 from tfseg.inference.runtimes import (CPU_PREFERENCE, GPU_PREFERENCE, KerasRuntime, OnnxRuntime, SavedModelRuntime,
                                       TFLiteRuntime)
 from tfseg.models.backbones import normalize
@@ -23,6 +26,11 @@ from tfseg.models.backbones import normalize
 METADATA_FILE = "tfseg.json"
 DEFAULT_INPUT_SIZE = 352  # PraNet's training and test size
 EXPORT_FILES = {"tflite": "model.tflite", "onnx": "model.onnx", "savedmodel": "savedmodel", "keras": "model.keras"}
+log = logging.getLogger(__name__)
+
+
+class ModelFileError(ValueError):
+    """A model file that does not belong to the metadata beside it (changed, or left from another export)."""
 
 
 def size_pair(size):
@@ -52,11 +60,44 @@ def probability_map(images, size, logits_fn, input_size, normalization, predicti
     return logits_to_probability(logits, size, activation)
 
 
+def metadata_path(path):
+    """The `tfseg.json` that describes `path`: inside a SavedModel or export folder, or beside a file."""
+    path = Path(path)
+    return path / METADATA_FILE if path.is_dir() else path.parent / METADATA_FILE
+
+
 def read_metadata(path):
     """The `tfseg.json` of an export (inside a SavedModel or export folder, or beside a file), or None."""
-    path = Path(path)
-    candidate = path / METADATA_FILE if path.is_dir() else path.parent / METADATA_FILE
-    return json.loads(candidate.read_text()) if candidate.is_file() else None
+    candidate = metadata_path(path)
+    if not candidate.is_file():
+        return None
+    try:
+        return json.loads(candidate.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelFileError(f"Cannot read {candidate}: {error}") from None
+
+
+def check_fingerprint(path, metadata):
+    """Refuses (ModelFileError) a model file that the `tfseg.json` describing it does not list, or whose content
+    differs from the fingerprint recorded at export. Metadata without fingerprints (exports of tfseg before they
+    existed) can only be trusted: a warning says so."""
+    if metadata is None:
+        return
+    source = metadata_path(path)
+    listed = metadata.get("files")
+    if listed is None:
+        log.warning("%s records no fingerprints (an export of an older tfseg): cannot check that %s belongs to "
+                    "it; export the model again to be sure", source, path)
+        return
+    entry = next((entry for entry in listed.values() if files.same_file(source.parent / entry["path"], path)),
+                 None)
+    if entry is None:
+        raise ModelFileError(f"{path} is not a file of the export described by {source} (it lists "
+                             f"{', '.join(entry['path'] for entry in listed.values())}): remove it or export the "
+                             "model again")
+    if files.fingerprint(path, {METADATA_FILE}) != entry["fingerprint"]:
+        raise ModelFileError(f"{path} is not the file exported with {source} (its fingerprint differs: changed or "
+                             "copied from another export): export the model again")
 
 
 def load_keras_model(path, backbone=None):
@@ -82,12 +123,16 @@ def keras_metadata(model):
             "prediction_index": model.prediction_output, "activation": model.output_activation, "task": "polyp"}
 
 
-def pick_export(folder, runtime=None):
-    """The file of `runtime` in an export folder, or of the fastest runtime available there."""
-    available = {name: folder / file for name, file in EXPORT_FILES.items() if (folder / file).exists()}
+def pick_export(folder, metadata, runtime=None):
+    """The file of `runtime` in an export folder, or of the fastest runtime available there. Only the files that
+    its tfseg.json lists count (all known names for exports that list none)."""
+    listed = (metadata or {}).get("files")
+    names = {name: entry["path"] for name, entry in listed.items()} if listed is not None else EXPORT_FILES
+    available = {name: folder / file for name, file in names.items() if (folder / file).exists()}
     if runtime is not None:
         if runtime not in available:
-            raise FileNotFoundError(f"{folder} has no {EXPORT_FILES[runtime]} (it has: {', '.join(available)})")
+            raise FileNotFoundError(f"{folder} has no {EXPORT_FILES[runtime]} model (it has: "
+                                    f"{', '.join(available) or 'none'})")
         return available[runtime]
     preference = GPU_PREFERENCE if tf.config.list_physical_devices("GPU") else CPU_PREFERENCE
     for name in preference:
@@ -151,7 +196,9 @@ class Predictor:
             raise FileNotFoundError(f"Model not found: {path}")
         metadata = read_metadata(path)
         if path.is_dir() and not (path / "saved_model.pb").is_file():
-            path = pick_export(path, runtime)
+            path = pick_export(path, metadata, runtime)
+            metadata = read_metadata(path)  # a SavedModel's own
+        check_fingerprint(path, metadata)
         model_runtime, metadata = load_runtime(path, backbone, metadata)
         input_size = input_size or model_runtime.input_size or metadata["input_size"]
         return cls(model_runtime, input_size, metadata["normalization"], metadata.get("activation", "sigmoid"),

@@ -2,8 +2,10 @@
 
 Three stages run concurrently, so the end-to-end rate approaches the model's: a reader thread decodes frames
 (OpenCV gives BGR; converted to RGB for the model) and prepares batches, the calling thread runs the model, a
-writer thread turns logits into probabilities, draws the overlay and HUD, encodes and (with `show`) displays. Both OpenCV handles are released on every exit,
-errors and Ctrl-C included.
+writer thread turns logits into probabilities, draws the overlay and HUD, encodes and (with `show`) displays.
+Both OpenCV handles are released on every exit, errors and Ctrl-C included. The video is written under a temporary
+name and moved into place once finalised, so a failure or a kill never leaves a half-written file at `output` (nor
+destroys a file that was there).
 """
 
 import logging
@@ -17,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tfseg import files
 from tfseg.inference.overlay import binary_mask, draw_hud, draw_overlay
 
 log = logging.getLogger(__name__)
@@ -32,7 +35,7 @@ class VideoError(RuntimeError):
 
 def open_capture(source):
     """cv2.VideoCapture of a file path or a camera index (an int, or a string of digits)."""
-    if isinstance(source, int) or str(source).isdigit():
+    if is_camera(source):
         capture = cv2.VideoCapture(int(source))
         if not capture.isOpened():
             raise VideoError(f"Camera {source} is not available")
@@ -46,7 +49,12 @@ def open_capture(source):
     return capture
 
 
+def is_camera(source):
+    return isinstance(source, int) or str(source).isdigit()
+
+
 def check_writable(path):
+    """Creates the folder of the file `path` and checks that it can be written (VideoError if not)."""
     folder = Path(path).resolve().parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -56,11 +64,18 @@ def check_writable(path):
         raise VideoError(f"The output folder {folder} is not writable")
 
 
-def open_writer(path, fps, size):
-    """(cv2.VideoWriter, codec): the first codec of the extension's list whose writer opens."""
+def check_extension(path):
+    """The codecs to try for the output's extension (VideoError for an unsupported one)."""
     codecs = CODECS.get(Path(path).suffix.lower())
     if codecs is None:
         raise VideoError(f"Unsupported output extension {Path(path).suffix!r}: use one of {', '.join(CODECS)}")
+    return codecs
+
+
+def open_writer(path, fps, size, name=None):
+    """(cv2.VideoWriter, codec): the first codec of the extension's list whose writer opens (`name`: the path
+    to mention in errors)."""
+    codecs = check_extension(path)
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # a failed codec is expected, not news
     try:
@@ -71,7 +86,7 @@ def open_writer(path, fps, size):
             writer.release()
     finally:
         cv2.utils.logging.setLogLevel(level)
-    raise VideoError(f"No codec could write {path} (tried {', '.join(codecs)})")
+    raise VideoError(f"No codec could write {name or path} (tried {', '.join(codecs)})")
 
 
 def display_available():
@@ -175,23 +190,27 @@ def segment_video(predictor, source, output, threshold=0.5, batch_size=1, smooth
     """
     if not 0.0 <= smooth < 1.0:
         raise ValueError(f"smooth must be in [0, 1), got {smooth}")
+    if not is_camera(source):
+        files.refuse_overwrite([output], [source])
+    check_extension(output)
     check_writable(output)
     capture = open_capture(source)
-    video_writer = None
     try:
         fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
         size = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        video_writer, codec = open_writer(output, fps, size)
         if show and not display_available():
             log.warning("No display (or a headless OpenCV): frames are written, not shown")
             show = False
-        return _run_pipeline(predictor, capture, video_writer, threshold, batch_size, smooth, show, tta,
-                             max_frames, {"input": str(source), "output": str(output), "codec": codec, "fps": fps,
-                                          "size": list(size)})
+        with files.atomic_path(output) as temporary:
+            video_writer, codec = open_writer(temporary, fps, size, name=output)
+            try:
+                return _run_pipeline(predictor, capture, video_writer, threshold, batch_size, smooth, show, tta,
+                                     max_frames, {"input": str(source), "output": str(output), "codec": codec,
+                                                  "fps": fps, "size": list(size)})
+            finally:
+                video_writer.release()  # finalised before it is moved into place
     finally:
         capture.release()
-        if video_writer is not None:
-            video_writer.release()
         if show:
             cv2.destroyAllWindows()
 

@@ -11,14 +11,24 @@ runs/<name>/
 
 import csv
 import dataclasses
+import glob
+import io
 import json
+import logging
 import os
 import shutil
 
 import tensorflow as tf
 
+from tfseg import files
+
+log = logging.getLogger(__name__)
+
 
 class RunDirectory:
+    """The files of one run. Every file a user keeps is replaced atomically (`tfseg.files`): a kill leaves the
+    previous version, never a truncated one."""
+
     def __init__(self, path, chief=True, worker_id=0):
         self.path, self.chief, self.worker_id = path, chief, worker_id
         self.args = os.path.join(path, "args.json")
@@ -30,43 +40,68 @@ class RunDirectory:
         self.checkpoints = os.path.join(path, "checkpoints" if chief else f".checkpoints_worker{worker_id}")
 
     def write_args(self, config):
-        if self.chief:
-            os.makedirs(self.path, exist_ok=True)
-            with open(self.args, "w") as f:
-                json.dump(dataclasses.asdict(config), f, indent=2)
+        """Writes args.json unless it already holds these settings; returns whether it wrote."""
+        settings = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as lists, as read back
+        if not self.chief or (os.path.isfile(self.args) and self.read_args() == settings):
+            return False
+        files.write_json(self.args, settings)
+        return True
 
     def read_args(self):
         if not os.path.isfile(self.args):
             raise FileNotFoundError(f"Cannot resume: {self.args} not found (is {self.path} a tfseg run folder?)")
-        with open(self.args) as f:
-            return json.load(f)
+        try:
+            with open(self.args) as f:
+                return json.load(f)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"Cannot resume: {self.args} is unreadable ({error})") from None
+
+    def save_best_weights(self, model):
+        if self.chief:
+            with files.atomic_path(self.best_weights) as temporary:
+                model.save_weights(temporary)
 
     def append_log(self, row):
-        if not self.chief:
-            return
-        new = not os.path.isfile(self.csv)
-        with open(self.csv, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        """Adds an epoch's row to log.csv (the whole file is rewritten and replaced: it is small)."""
+        if self.chief:
+            self._write_log(self.read_log(raw=True) + [row])
 
-    def read_log(self):
-        """The logged epochs as dicts of floats (epoch as int); [] before the first epoch."""
+    def _write_log(self, rows):
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+        writer.writeheader()
+        writer.writerows(rows)
+        files.write_text(self.csv, text.getvalue())
+
+    def read_log(self, raw=False):
+        """The logged epochs as dicts of floats (epoch as int; `raw`: as strings); [] before the first epoch."""
         if not os.path.isfile(self.csv):
             return []
         with open(self.csv, newline="") as f:
-            return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+            rows = list(csv.DictReader(f))
+        return rows if raw else [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in rows]
 
     def truncate_log(self, epochs_done):
         """Drops log rows of epochs after the restored checkpoint (they will be trained again)."""
         if not (self.chief and os.path.isfile(self.csv)):
             return
-        with open(self.csv, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
-        os.remove(self.csv)
-        for row in rows:
-            self.append_log(row)
+        rows = self.read_log(raw=True)
+        kept = [row for row in rows if int(row["epoch"]) <= epochs_done]
+        if len(kept) < len(rows):
+            self._write_log(kept)
+
+    def remove_leftovers(self):
+        """What a killed run leaves behind: temporary files of atomic writes and half-written checkpoints
+        (`ckpt-N_temp*`, which tf.train never removes). The chief's job: another task's process ids mean nothing
+        on this machine."""
+        if not self.chief:
+            return
+        removed = files.remove_stale_temporaries(self.path)
+        for partial in glob.glob(os.path.join(glob.escape(self.checkpoints), "*_temp*")):
+            files.remove(partial)
+            removed.append(os.path.relpath(partial, self.path))
+        if removed:
+            log.info("Removed what an interrupted run left in %s: %s", self.path, ", ".join(sorted(removed)))
 
     def checkpoint_manager(self, checkpoint):
         return tf.train.CheckpointManager(checkpoint, self.checkpoints, max_to_keep=2)

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 from tqdm import tqdm
 
+from tfseg import files
 from tfseg.data import layouts, sources, vessels
 from tfseg.data.imageio import read_mask, write_png
 from tfseg.evaluation import vessel as vessel_metrics
@@ -24,7 +25,7 @@ from tfseg.losses import EARNetLoss
 from tfseg.models.earnet import EARNet, error_map
 from tfseg.models.hrnet import HRNetOCR
 from tfseg.training.checkpoints import RunDirectory
-from tfseg.training.loop import SegmentationTrainer, epoch_steps, open_run, run_training
+from tfseg.training.loop import SegmentationTrainer, TrainingInterrupted, epoch_steps, open_run, run_training
 from tfseg.training.strategy import is_chief, make_strategy, task_id
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,13 @@ def train_earnet(config, stages=(1, 2), stage1_weights=None, progress=True, resu
     one is only reloaded; the error maps are written again from stage 1's best weights."""
     name = config.run_name or f"earnet_{config.config}_{datetime.datetime.now():%Y%m%d-%H%M%S}"
     root = os.path.join(config.logdir, name)
+    try:
+        return _train_stages(config, root, stages, stage1_weights, progress, resume)
+    except TrainingInterrupted as interrupt:  # the whole run resumes from its root folder
+        raise TrainingInterrupted(root if interrupt.resume_path else None) from interrupt
+
+
+def _train_stages(config, root, stages, stage1_weights, progress, resume):
     if resume and stage1_weights is None and os.path.isfile(os.path.join(root, "stage1", "best.weights.h5")):
         stage1_weights = os.path.join(root, "stage1", "best.weights.h5")
     train, val, test = split_pairs(config)
@@ -235,9 +243,7 @@ def train_earnet(config, stages=(1, 2), stage1_weights=None, progress=True, resu
 
 def write_ids(pairs, path):
     """The pairs' stems, one a line (for `test_model.py --split_file`); returns `path`."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.writelines(f"{pair.stem}\n" for pair in pairs)
+    files.write_text(path, "".join(f"{pair.stem}\n" for pair in pairs))
     return path
 
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from tfseg.data import pipeline, sources
-from tfseg.export import export_model
+from tfseg.export import check_export_folder, export_model
 from tfseg.losses import StructureLoss
 from tfseg.models import PraNet
 from tfseg.training.checkpoints import RunDirectory
@@ -59,12 +59,13 @@ def load_pairs(config):
     pairs = sources.find_pairs(config.data_path)
     if config.val_path:
         train, val = pairs, sources.find_pairs(config.val_path)
-        sources.check_disjoint(train, val)
     elif config.split_file:
         train, val = sources.split_by_file(pairs, config.split_file)
     else:
         train, val = sources.split_pairs(pairs, config.val_fraction, config.seed)
-    sources.check_pairs(train + val)
+    sources.check_pairs(train + val)  # every file decodes: before the overlap check reads their bytes
+    if config.val_path:
+        sources.check_disjoint(train, val)
     return train, val
 
 
@@ -205,6 +206,8 @@ def train_pranet(config, resume=None, progress=True):
     run = open_run(config, strategy, resume, _run_folder(config))
     keras.utils.set_random_seed(config.seed)
     train_pairs, val_pairs = load_pairs(config)
+    if run.chief and config.export:
+        check_export_folder(config.trained_model_path or run.export)  # now, not after the training
     trainer = PraNetTrainer(config, strategy)
     val_data = pipeline.make_dataset(val_pairs, config.backbone, config.input_size, config.batch_size,
                                      training=False)
@@ -233,17 +236,43 @@ def epoch_steps(n_train, config):
     return config.steps_per_epoch or n_train // config.batch_size
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; `resume_path` is the folder to give `--resume` (None before it holds a run)."""
+
+    def __init__(self, resume_path=None):
+        super().__init__(resume_path)
+        self.resume_path = resume_path
+
+
 def run_training(trainer, run, train_pairs, val_data, n_val, resume=None, progress=True):
     """The epoch loop shared by every model: resume, train, validate (`trainer.validate` -> metrics, the best
-    by `trainer.score_name`), checkpoint, log (CSV, TensorBoard). Returns {"run_dir", "best_score", "history"}."""
+    by `trainer.score_name`), log (CSV, TensorBoard), checkpoint. Returns {"run_dir", "best_score", "history"}.
+
+    A kill at any moment loses at most the current epoch: the log row and the best weights (atomic writes) come
+    before the checkpoint that commits the epoch, and a resumed run drops rows beyond its checkpoint. Ctrl-C
+    raises TrainingInterrupted."""
+    try:
+        return _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress)
+    except KeyboardInterrupt as interrupt:
+        started = os.path.isfile(run.args)
+        raise TrainingInterrupted(run.path if started else None) from interrupt
+
+
+def _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress):
     config = trainer.config
     steps = epoch_steps(len(train_pairs), config)
-    run.write_args(config)  # only once data and model are ready: a failed start leaves no run folder behind
     manager = run.checkpoint_manager(trainer.checkpoint)
-    if resume and manager.latest_checkpoint:
-        trainer.checkpoint.restore(manager.latest_checkpoint)
-        log.info("Resumed %s at epoch %d", manager.latest_checkpoint, int(trainer.epoch.numpy()))
+    if resume:
+        run.remove_leftovers()
+        if manager.latest_checkpoint:
+            trainer.checkpoint.restore(manager.latest_checkpoint)
+            log.info("Resumed %s at epoch %d", manager.latest_checkpoint, int(trainer.epoch.numpy()))
     start = int(trainer.epoch.numpy())
+    if start > config.epochs:
+        raise ValueError(f"{run.path} has completed {start} epochs, more than the {config.epochs} asked for: "
+                         f"nothing to do, nothing changed (ask for more than {start} epochs to continue it)")
+    if run.write_args(config):  # once data and model are ready (a failed start leaves no run folder behind),
+        log.info("Settings written to %s", run.args)  # and on resume only when a setting changed
     run.truncate_log(start)
     writers = {k: tf.summary.create_file_writer(os.path.join(run.tensorboard, k)) for k in ("train", "val")} \
         if run.chief else {}
@@ -257,10 +286,7 @@ def run_training(trainer, run, train_pairs, val_data, n_val, resume=None, progre
         improved = score > float(trainer.best_score.numpy())
         if improved:
             trainer.best_score.assign(score)
-            if run.chief:
-                trainer.model.save_weights(run.best_weights)
-        trainer.epoch.assign(epoch + 1)
-        manager.save(checkpoint_number=epoch + 1)
+            run.save_best_weights(trainer.model)
         row = {"epoch": epoch + 1, "loss": loss, **metrics, "lr": float(trainer.optimizer.learning_rate.numpy())}
         history.append(row)
         run.append_log(row)
@@ -270,6 +296,10 @@ def run_training(trainer, run, train_pairs, val_data, n_val, resume=None, progre
             with writers["val"].as_default():
                 for name, value in metrics.items():
                     tf.summary.scalar(name.removeprefix("val_"), value, step=epoch + 1)
+                writers["val"].flush()
+            writers["train"].flush()
+        trainer.epoch.assign(epoch + 1)
+        manager.save(checkpoint_number=epoch + 1)  # commits the epoch: everything above is written
         log.info("epoch %d/%d  loss %.4f  %s%s", epoch + 1, config.epochs, loss,
                  "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), "  (best)" if improved else "")
     run.cleanup()
