@@ -1,8 +1,12 @@
 """The polyp and vessel protocols against hand-computed values, pysodmetrics and scikit-learn; test_model.py end to
-end on synthetic data through --pred_dir; the error cases."""
+end on synthetic data through --pred_dir; the error cases: damaged, mismatched or float inputs, outputs over inputs,
+results before plots, atomic writes."""
 
 import json
+import logging
 import os
+import sys
+import types
 
 import cv2
 import numpy as np
@@ -11,10 +15,13 @@ import pytest
 from PIL import Image
 from sklearn import metrics
 
+import test_model
 from tests.helpers import SHARED_DATA, run_python
 from tfseg.data import DatasetError
+from tfseg.data.imageio import read_mask, read_prediction
 from tfseg.data.synthetic import write_polyp_dataset
-from tfseg.evaluation import evaluate, polyp, prediction_map, vessel
+from tfseg.evaluation import evaluate, polyp, prediction_map, report, vessel
+from tfseg.files import OverwriteError
 
 POLYP_KEYS = ["meanDice", "meanIoU", "wFm", "Sm", "meanEm", "maxEm", "adpEm", "MAE", "dice@0.5", "iou@0.5",
               "n_images"]
@@ -244,8 +251,11 @@ def test_cli_model_end_to_end_and_saved_maps_read_back(eval_data, tmp_path):
     assert again["results"]["SetB"] == pytest.approx(results["SetB"], abs=1e-12)
 
 
-def test_pred_dir_mode_imports_no_tensorflow():
-    result = run_python(["-c", "import sys, test_model; assert 'tensorflow' not in sys.modules, 'TF imported'"])
+def test_pred_dir_mode_imports_no_tensorflow(eval_data, tmp_path):
+    args = ["--pred_dir", str(eval_data / "preds" / "SetA"), "--data_path", str(eval_data / "data" / "SetA"),
+            "--output", str(tmp_path / "out"), "--workers", "1", "--no_plots", "--quiet"]
+    result = run_python(["-c", f"import sys, test_model; test_model.main({args!r}); "
+                               "assert 'tensorflow' not in sys.modules, 'TF imported'"])
     assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -323,3 +333,169 @@ def test_vessel_fov_can_be_estimated(tmp_path):
         probability = cv2.imread(str(tmp_path / "preds" / name), 0) / np.float32(255)
         scores.append(vessel.score_image(probability, cv2.imread(str(root / "masks" / name), 0) > 128, fov))
     assert estimated["fov"]["Acc"] == pytest.approx(vessel.summarize(scores)["fov"]["Acc"], abs=1e-12)
+
+
+class CountingPredictor:
+    """A model stand-in (`predict(image, size)`): the image's red channel as probabilities; counts its calls."""
+
+    task = "polyp"
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict(self, image, size):
+        self.calls += 1
+        return cv2.resize(image[..., 0], size[::-1]) / np.float32(255)
+
+
+def small_dataset(root, n=3):
+    """JPEG images and PNG masks of 48x64."""
+    return write_polyp_dataset(root, n, size=(48, 64), seed=1)
+
+
+def truncate(path):
+    """Cuts a file in half: a JPEG keeps a valid header (PIL's verify() passes, OpenCV decodes it half grey)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_damaged_image_stops_model_evaluation_before_scoring(tmp_path):
+    data = small_dataset(tmp_path / "data")
+    truncate(data / "images" / "synth_0001.jpg")
+    predictor = CountingPredictor()
+    with pytest.raises(DatasetError, match=r"synth_0001\.jpg \(image file is truncated") as error:
+        evaluate(data, tmp_path / "out", predictor=predictor, workers=1, progress=False)
+    assert "nothing was scored" in str(error.value)
+    assert predictor.calls == 0 and not (tmp_path / "out").exists()
+
+
+def test_damaged_masks_and_prediction_maps_are_listed_before_scoring(tmp_path):
+    data = small_dataset(tmp_path / "data")
+    preds = tmp_path / "preds"
+    write_predictions(data / "masks", preds)
+    truncate(preds / "synth_0000.png")
+    os.rename(preds / "synth_0001.png", preds / "synth_0001.jpg")  # a JPEG map, cut in half
+    cv2.imwrite(str(preds / "synth_0001.jpg"), cv2.imread(str(data / "images" / "synth_0001.jpg")))
+    truncate(preds / "synth_0001.jpg")
+    truncate(data / "masks" / "synth_0002.png")
+    with pytest.raises(DatasetError) as error:
+        evaluate(data, tmp_path / "out", pred_dir=preds, workers=1, progress=False)
+    message = str(error.value)
+    assert "2 unreadable or damaged FOV or prediction file(s)" in message
+    for path in (preds / "synth_0000.png", preds / "synth_0001.jpg", data / "masks" / "synth_0002.png"):
+        assert f"{path} (" in message, path  # with PIL's reason
+    assert not (tmp_path / "out").exists()
+
+
+def test_pred_dir_damaged_images_are_notes_and_results_come_before_plots(tmp_path, caplog):
+    data = small_dataset(tmp_path / "data", 4)
+    write_predictions(data / "masks", tmp_path / "preds")
+    garbage, cut = data / "images" / "synth_0001.jpg", data / "images" / "synth_0002.jpg"
+    garbage.write_bytes(b"not an image")
+    truncate(cut)
+    with caplog.at_level(logging.WARNING):
+        result = evaluate(data, tmp_path / "out", pred_dir=tmp_path / "preds", workers=1, progress=False)
+    assert result["results"]["data"]["n_images"] == 4
+    assert any("2 damaged or unreadable image(s)" in note and str(cut) in note for note in result["notes"])
+    for name in ("results.json", "results.csv", "per_image.csv", "dice_vs_threshold.png", "cases_data.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0, name
+    for path in (garbage, cut):  # the case plot shows the two others
+        assert f"{path} left out of cases_data.png" in caplog.text
+
+
+@pytest.mark.parametrize("task", ["polyp", "vessel"])
+def test_float_prediction_maps_score_as_their_8_bit_twins(tmp_path, task):
+    data = small_dataset(tmp_path / "data")
+    write_predictions(data / "masks", tmp_path / "png")
+    (tmp_path / "tif").mkdir()
+    for path in (tmp_path / "png").iterdir():
+        probability = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) / np.float32(255)
+        assert cv2.imwrite(str(tmp_path / "tif" / f"{path.stem}.tif"), probability)
+    assert read_prediction(tmp_path / "tif" / "synth_0000.tif").dtype == np.float32
+    eight_bit, floats = (report.flatten(evaluate(data, tmp_path / f"out_{folder}", task=task,
+                                                 pred_dir=tmp_path / folder, workers=1, plots=False,
+                                                 progress=False)["results"]["data"]) for folder in ("png", "tif"))
+    # pysodmetrics floors p * 255 to its 256 levels: float32 rounding may move a pixel on a level's edge by one
+    assert floats == pytest.approx(eight_bit, abs=1e-4)
+
+
+def test_float_maps_outside_0_1_and_float_masks_are_refused(tmp_path):
+    data = small_dataset(tmp_path / "data")
+    preds = tmp_path / "preds"
+    write_predictions(data / "masks", preds)
+    os.remove(preds / "synth_0001.png")
+    cv2.imwrite(str(preds / "synth_0001.tif"), cv2.imread(str(preds / "synth_0000.png"), 0).astype(np.float32))
+    with pytest.raises(DatasetError, match=r"synth_0001\.tif has values from 0 to 2\d\d: expected probabilities in "):
+        evaluate(data, tmp_path / "out", pred_dir=preds, workers=1, progress=False)
+    cv2.imwrite(str(tmp_path / "nan.tif"), np.array([[0.5, np.nan]], np.float32))
+    with pytest.raises(DatasetError, match=r"nan\.tif has NaN or infinite values"):
+        read_prediction(tmp_path / "nan.tif")
+    cv2.imwrite(str(tmp_path / "soft_mask.tif"), np.array([[0.0, 0.2]], np.float32))  # once read as foreground > 0
+    with pytest.raises(DatasetError, match=r"float32 in .*soft_mask\.tif \(expected 8 or 16 bit\)"):
+        read_mask(tmp_path / "soft_mask.tif")
+
+
+def test_size_mismatch_is_refused_unless_allowed(tmp_path):
+    data = small_dataset(tmp_path / "data")
+    cv2.imwrite(str(data / "images" / "synth_0001.jpg"), np.zeros((30, 40, 3), np.uint8))
+    write_predictions(data / "masks", tmp_path / "preds")
+    mismatch = "synth_0001: image 40x30, mask 64x48"
+    with pytest.raises(DatasetError, match=f"1 pair\\(s\\) whose image and mask sizes differ: {mismatch}"):
+        evaluate(data, tmp_path / "out", pred_dir=tmp_path / "preds", workers=1, progress=False)
+    result = evaluate(data, tmp_path / "out", pred_dir=tmp_path / "preds", workers=1, plots=False, progress=False,
+                      allow_size_mismatch=True)
+    assert result["results"]["data"]["n_images"] == 3 and any(mismatch in note for note in result["notes"])
+    test_model.main(["--pred_dir", str(tmp_path / "preds"), "--data_path", str(data), "--allow_size_mismatch",
+                     "--output", str(tmp_path / "cli"), "--workers", "1", "--no_plots", "--quiet"])
+    assert (tmp_path / "cli" / "results.json").is_file()
+
+
+def test_outputs_never_replace_inputs(tmp_path):
+    data = small_dataset(tmp_path / "data")
+    masks = {path: path.read_bytes() for path in (data / "masks").iterdir()}
+    predictor = CountingPredictor()
+    with pytest.raises(OverwriteError, match=r"output .*synth_0000\.png would overwrite the input"):
+        evaluate(data, tmp_path / "out", predictor=predictor, save_maps=data / "masks", workers=1, progress=False)
+    with pytest.raises(OverwriteError, match="output folder"):  # PNG maps among JPEG images: no file replaced
+        evaluate(data, tmp_path / "out", predictor=predictor, save_maps=data / "images", workers=1, progress=False)
+    assert predictor.calls == 0 and not (tmp_path / "out").exists()
+    assert {path: path.read_bytes() for path in (data / "masks").iterdir()} == masks
+    preds = tmp_path / "preds"
+    write_predictions(data / "masks", preds)
+    for output in (preds, data / "masks"):
+        with pytest.raises(SystemExit, match=r"^error: The output folder [^\n]*$"):
+            test_model.main(["--pred_dir", str(preds), "--data_path", str(data), "--output", str(output),
+                             "--workers", "1", "--quiet"])
+    assert sorted(os.listdir(preds)) == ["synth_0000.png", "synth_0001.png", "synth_0002.png"]
+
+
+def test_cli_model_mode_passes_runtime_and_refuses_a_truncated_jpeg(tmp_path, monkeypatch):
+    loaded = []
+
+    class Predictor:  # tfseg.inference.Predictor's stand-in: no TensorFlow
+        @staticmethod
+        def load(path, **kwargs):
+            loaded.append(kwargs)
+            return CountingPredictor()
+
+    monkeypatch.setitem(sys.modules, "tfseg.inference", types.SimpleNamespace(Predictor=Predictor))
+    data = small_dataset(tmp_path / "data")
+    args = ["--model", str(tmp_path / "model.keras"), "--runtime", "onnx", "--data_path", str(data), "--workers", "1",
+            "--no_plots", "--quiet"]
+    test_model.main(args)
+    assert loaded[0]["runtime"] == "onnx" and (tmp_path / "model_eval" / "results.json").is_file()
+    truncate(data / "images" / "synth_0002.jpg")
+    with pytest.raises(SystemExit, match=r"(?s)^error: Inputs that cannot be scored.*synth_0002\.jpg \(image file "
+                                         "is truncated"):
+        test_model.main(args)
+
+
+def test_every_output_file_is_written_atomically(tmp_path, monkeypatch):
+    replaced, replace = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda source, target: replaced.append(os.fspath(target)) or replace(source,
+                                                                                                           target))
+    data = small_dataset(tmp_path / "data")
+    evaluate(data, tmp_path / "out", predictor=CountingPredictor(), save_maps=tmp_path / "maps", workers=1,
+             progress=False)
+    written = [str(path) for folder in ("out", "maps") for path in (tmp_path / folder).iterdir()]
+    assert len(written) == 5 + 3 and sorted(written) == sorted(replaced)  # and no temporary file left

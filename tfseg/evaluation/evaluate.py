@@ -4,20 +4,24 @@ vessel protocol in worker processes, then tables, CSVs and plots. Needs no Tenso
 """
 
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from tfseg.data.imageio import image_size, read_gray, read_mask, read_rgb, write_png
+from tfseg.data.imageio import image_size, read_mask, read_prediction, read_problem, read_rgb, write_png
 from tfseg.data.layouts import find_datasets
 from tfseg.data.fov import estimate_fov
-from tfseg.data.sources import DatasetError, files_by_key, format_names, raise_listing, split_by_file
+from tfseg.data.sources import (DatasetError, check_pairs, decoded_size, files_by_key, format_names, raise_listing,
+                                split_by_file)
 from tfseg.evaluation import polyp, report, vessel
+from tfseg.files import refuse_overwrite
 
 PROTOCOLS = {"polyp": polyp, "vessel": vessel}
 RANKED_BY = {"polyp": "meanDice", "vessel": "F1"}  # the per-image score that picks the best and worst cases
@@ -29,51 +33,139 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(data_path, output, task="polyp", predictor=None, pred_dir=None, threshold=0.5, save_maps=None,
-             observer=1, split_file=None, estimate_fov=False, workers=None, plots=True, progress=True):
-    """Scores every dataset under `data_path` and writes results.json, results.csv, per_image.csv and the
+             observer=1, split_file=None, estimate_fov=False, workers=None, plots=True, progress=True,
+             allow_size_mismatch=False):
+    """Scores every dataset under `data_path` and writes results.json, results.csv, per_image.csv and then the
     plots to `output`. Give `predictor` (maps predicted here, optionally written to `save_maps`) or `pred_dir`
-    (existing maps matched to the masks by stem; `pred_dir/<dataset>` when that folder exists). `split_file`
-    (one id a line) restricts a dataset to the images it lists, e.g. Kvasir-SEG's 100 PraNet test ids.
-    `estimate_fov` (vessel task): images without a FOV mask get one estimated from the image (threshold and
-    erosion, `tfseg.data.vessels.estimate_fov`), so that the FOV metrics exist for STARE and CHASE_DB1 too.
+    (existing maps matched to the masks by stem; `pred_dir/<dataset>` when that folder exists; uint8/uint16 grey,
+    or float probabilities in [0, 1]). `split_file` (one id a line) restricts a dataset to the images it lists,
+    e.g. Kvasir-SEG's 100 PraNet test ids. `estimate_fov` (vessel task): images without a FOV mask get one
+    estimated from the image (threshold and erosion, `tfseg.data.fov.estimate_fov`), so that the FOV metrics exist
+    for STARE and CHASE_DB1 too.
+
+    Before any scoring every input is decoded whole: one DatasetError lists the damaged files and the pairs whose
+    image and mask sizes differ (with `allow_size_mismatch`, a note lists these instead); with `pred_dir`, a
+    damaged image (read by the case plots only) is a note too. OverwriteError (a ValueError) refuses an output
+    file that is an input, or an output folder that is an input folder.
 
     Returns {"results": {dataset: metrics}, "output": output, "notes": [what the run had to handle]}.
-    Raises DatasetError for missing or mismatched files, before any scoring.
     """
-    if task not in PROTOCOLS:
-        raise ValueError(f"task must be one of {sorted(PROTOCOLS)}, got {task!r}")
-    if (predictor is None) == (pred_dir is None):
-        raise ValueError("Give exactly one of predictor and pred_dir")
-    if pred_dir is not None and save_maps:
-        raise ValueError("save_maps writes a model's predictions; with pred_dir the maps exist already")
+    _check_arguments(task, predictor, pred_dir, save_maps)
     datasets = find_datasets(data_path, observer)
     if split_file:
         datasets = [(name, split_by_file(pairs, split_file)[1]) for name, pairs in datasets]
     several = len(datasets) > 1
     predictions = {name: match_predictions(pairs, _prediction_folder(pred_dir, name, several), name)
                    for name, pairs in datasets} if pred_dir is not None else {}
+    maps_dirs = {name: os.path.join(save_maps, name) if save_maps and several else save_maps for name, _ in datasets}
+    _refuse_overwrites(datasets, predictions, pred_dir, output, maps_dirs, plots)
+    notes = _check_inputs(datasets, predictions, predictor is not None or (estimate_fov and task == "vessel"),
+                          allow_size_mismatch)
+    for note in notes:
+        log.warning(note)
     protocol = PROTOCOLS[task]
-    results, rows, curves, notes = {}, [], {}, []
+    results, rows, curves, cases, scoring_notes = {}, [], {}, {}, []
     with _executor(workers, sum(len(pairs) for _, pairs in datasets)) as pool:
         for name, pairs in datasets:
-            maps_dir = os.path.join(save_maps, name) if save_maps and several else save_maps
-            scores = _score_dataset(pool, name, pairs, task, threshold, predictor, predictions.get(name), maps_dir,
-                                    estimate_fov, progress)
+            scores = _score_dataset(pool, name, pairs, task, threshold, predictor, predictions.get(name),
+                                    maps_dirs[name], estimate_fov, progress)
             results[name] = {**protocol.summarize(scores, threshold), "n_images": len(scores)}
-            notes += _notes(name, pairs, scores, task)
+            scoring_notes += _notes(name, pairs, scores, task)
             rows += [{"dataset": name, "image": os.path.basename(pair.mask), "empty_gt": score["empty_gt"],
                       **protocol.image_row(score, threshold)} for pair, score in zip(pairs, scores)]
             curves[name] = protocol.dice_curve(scores)
-            if plots:
-                os.makedirs(output, exist_ok=True)
-                _plot_cases(name, pairs, scores, task, threshold, os.path.join(output, f"cases_{name}.png"))
-    for note in notes:
+            cases[name] = _pick_cases(pairs, scores, task, threshold)
+    for note in scoring_notes:
         log.warning(note)
     report.write_results(results, output)
     report.write_per_image(rows, output)
     if plots:
         report.plot_curves(curves, os.path.join(output, report.CURVES_PNG))
-    return {"results": results, "output": output, "notes": notes}
+        for name, chosen in cases.items():
+            _plot_cases(name, chosen, task, _cases_png(output, name))
+    return {"results": results, "output": output, "notes": notes + scoring_notes}
+
+
+def _check_arguments(task, predictor, pred_dir, save_maps):
+    if task not in PROTOCOLS:
+        raise ValueError(f"task must be one of {sorted(PROTOCOLS)}, got {task!r}")
+    if (predictor is None) == (pred_dir is None):
+        raise ValueError("Give exactly one of predictor and pred_dir")
+    if pred_dir is not None and save_maps:
+        raise ValueError("save_maps writes a model's predictions; with pred_dir the maps exist already")
+
+
+def _cases_png(output, name):
+    return os.path.join(output, f"cases_{name}.png")
+
+
+def _map_path(maps_dir, pair):
+    """Where `save_maps` writes a pair's map: a PNG named like its mask."""
+    return os.path.join(maps_dir, Path(pair.mask).stem + ".png")
+
+
+def _refuse_overwrites(datasets, predictions, pred_dir, output, maps_dirs, plots):
+    """OverwriteError when a file the run would write is one of its inputs, or when `output` or a maps folder is a
+    folder of inputs (maps written among the masks would become part of the dataset)."""
+    inputs = [path for _, pairs in datasets for pair in pairs for path in (pair.image, pair.mask, pair.fov) if path]
+    inputs += [str(path) for files in predictions.values() for path in files.values()]
+    outputs = [os.path.join(output, name) for name in (report.RESULTS_JSON, report.RESULTS_CSV, report.PER_IMAGE_CSV)]
+    if plots:
+        outputs += [os.path.join(output, report.CURVES_PNG)] + [_cases_png(output, name) for name, _ in datasets]
+    outputs += [_map_path(maps_dirs[name], pair) for name, pairs in datasets if maps_dirs[name] for pair in pairs]
+    refuse_overwrite(outputs, inputs)
+    input_folders = {os.path.dirname(path) for path in inputs} | ({os.fspath(pred_dir)} if pred_dir else set())
+    refuse_overwrite([output, *filter(None, maps_dirs.values())], input_folders, "output folder")
+
+
+def _check_inputs(datasets, predictions, needs_images, allow_size_mismatch):
+    """Decodes every input before any scoring. Raises one DatasetError listing, per dataset, the damaged files
+    that scoring reads and (unless `allow_size_mismatch`) the pairs whose image and mask sizes differ. Returns
+    notes: the allowed mismatches, and the damaged images that scoring does not read (`needs_images` False:
+    prediction maps are scored and no FOV is estimated)."""
+    errors, notes = [], []
+    for name, pairs in datasets:
+        problems, set_aside, mismatched = _check_dataset(pairs, predictions.get(name, {}).values(), needs_images,
+                                                         allow_size_mismatch)
+        errors += [f"{name}: {problem}" for problem in problems]
+        if set_aside:
+            notes.append(f"{name}: {len(set_aside)} damaged or unreadable image(s), not needed to score the "
+                         f"prediction maps (left out of the case plot): {format_names(_described(set_aside))}")
+        if mismatched:
+            notes.append(f"{name}: {len(mismatched)} pair(s) whose image and mask sizes differ, scored as allowed: "
+                         f"{format_names(mismatched)}")
+    if errors:
+        raise DatasetError("\n".join(["Inputs that cannot be scored (nothing was scored):", *errors]))
+    return notes
+
+
+def _check_dataset(pairs, prediction_files, needs_images, allow_size_mismatch):
+    """(problems, {damaged image set aside: reason}, allowed size mismatches) of one dataset's files."""
+    set_aside = {} if needs_images else _problems([pair.image for pair in pairs], lambda path: decoded_size(path)[1])
+    # a pair whose image is set aside is checked with its mask in the image's place: the mask must still decode
+    checked = [pair._replace(image=pair.mask) if pair.image in set_aside else pair for pair in pairs]
+    others = _problems([pair.fov for pair in pairs if pair.fov] + [str(path) for path in prediction_files],
+                       read_problem)
+    problems, mismatched = [], []
+    try:
+        mismatched = check_pairs(checked, allow_size_mismatch)
+    except DatasetError as error:
+        problems.append(str(error))
+    if others:
+        problems.append(f"{len(others)} unreadable or damaged FOV or prediction file(s): "
+                        f"{format_names(_described(others))}")
+    return problems, set_aside, mismatched
+
+
+def _problems(paths, why):
+    """{path: reason} for the files among `paths` where `why(path)` gives a reason (else None); decoded in threads
+    (the decoders release the GIL)."""
+    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        return {path: problem for path, problem in zip(paths, pool.map(why, paths)) if problem}
+
+
+def _described(problems):
+    return [f"{path} ({reason})" for path, reason in problems.items()]
 
 
 def _prediction_folder(pred_dir, name, several):
@@ -115,12 +207,21 @@ class _InlineExecutor(concurrent.futures.Executor):
         return future
 
 
+@contextlib.contextmanager
 def _executor(workers, n_images):
+    """Scoring processes, or an inline executor. Workers ignore Ctrl-C, which the parent handles: on it (or any
+    error) the queued jobs are cancelled rather than run to the end."""
     workers = os.cpu_count() if workers is None else workers
     if workers <= 1 or n_images < 2 * workers:
-        return _InlineExecutor()
+        yield _InlineExecutor()
+        return
     # spawn: the parent may run TensorFlow, whose threads make fork unsafe
-    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def _score_dataset(pool, name, pairs, task, threshold, predictor, prediction_files, maps_dir, estimate_fov,
@@ -133,7 +234,7 @@ def _score_dataset(pool, name, pairs, task, threshold, predictor, prediction_fil
             else:
                 prediction = _predict(predictor, pair, task)
                 if maps_dir:
-                    write_png(os.path.join(maps_dir, Path(pair.mask).stem + ".png"), _as_uint8(prediction))
+                    write_png(_map_path(maps_dir, pair), _as_uint8(prediction))
             fov = pair.fov or (ESTIMATED_FOV if estimate_fov and task == "vessel" else None)
             future = pool.submit(score_file, task, threshold, prediction, pair.mask, fov, pair.image)
             future.add_done_callback(lambda _: bar.update())
@@ -154,11 +255,12 @@ def _as_uint8(prediction):
 def score_file(task, threshold, prediction, mask_path, fov_path=None, image_path=None):
     """One image's protocol scores (see polyp.score_image / vessel.score_image) plus `empty_gt`, `resized_from`
     (the prediction's size when it differed from the mask's and was resized bilinearly) and a `thumbnail`.
-    `prediction` is a file (read as uint8 grey) or an array: a uint8 map, or float probabilities (vessel).
+    `prediction` is a file (`imageio.read_prediction`: uint8 grey, or float probabilities) or an array: a uint8
+    map, or float probabilities in [0, 1] (vessel; polyp scores them as the map p * 255, unrounded).
     `fov_path`: a FOV mask file, or ESTIMATED_FOV to estimate it from `image_path`."""
     gt = read_mask(mask_path)
     if isinstance(prediction, str):
-        prediction = read_gray(prediction)
+        prediction = read_prediction(prediction)
     resized_from = None
     if prediction.shape != gt.shape:
         resized_from = prediction.shape
@@ -206,16 +308,38 @@ def _notes(name, pairs, scores, task):
     return notes
 
 
-def _plot_cases(name, pairs, scores, task, threshold, path):
+def _pick_cases(pairs, scores, task, threshold):
+    """The best and worst CASES images by RANKED_BY[task]: [(label, pair, prediction thumbnail)]."""
     key = RANKED_BY[task]
     values = [PROTOCOLS[task].image_row(score, threshold)[key] for score in scores]
     order = np.argsort(values, kind="stable")[::-1]
     chosen = list(order[:CASES]) + [i for i in order[-CASES:] if i not in order[:CASES]]
+    return [(f"{'best' if rank < CASES else 'worst'}: {Path(pairs[i].image).name}\n{key} {values[i]:.3f}", pairs[i],
+             scores[i]["thumbnail"]) for rank, i in enumerate(chosen)]
+
+
+def _plot_cases(name, chosen, task, path):
+    """The case grid of `_pick_cases`; an image that cannot be read whole is left out, with a warning naming it."""
     cases = []
-    for rank, index in enumerate(chosen):
-        pair = pairs[index]
-        label = f"{'best' if rank < CASES else 'worst'}: {Path(pair.image).name}\n{key} {values[index]:.3f}"
-        image = _thumbnail(read_rgb(pair.image))
-        gt = _thumbnail(read_mask(pair.mask).astype(np.uint8) * 255)
-        cases.append((label, image, gt, scores[index]["thumbnail"]))
-    report.plot_cases(cases, path, f"{name}: best and worst {CASES} by {key}")
+    for label, pair, prediction in chosen:
+        image = _whole_rgb(pair.image, path)
+        if image is not None:
+            cases.append((label, _thumbnail(image), _thumbnail(read_mask(pair.mask).astype(np.uint8) * 255),
+                          prediction))
+    if cases:
+        report.plot_cases(cases, path, f"{name}: best and worst {CASES} by {RANKED_BY[task]}")
+    else:
+        log.warning("%s not written: none of its images could be read", path)
+
+
+def _whole_rgb(image_path, plot_path):
+    """The image, or None (and a warning) when it cannot be read whole: OpenCV would show a truncated JPEG half
+    grey."""
+    problem = decoded_size(image_path)[1]
+    try:
+        if problem is None:
+            return read_rgb(image_path)
+    except DatasetError as error:
+        problem = str(error)
+    log.warning("%s left out of %s: %s", image_path, os.path.basename(plot_path), problem)
+    return None

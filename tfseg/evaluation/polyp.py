@@ -2,7 +2,8 @@
 its maintained Python port.
 
 A prediction is a uint8 map at the ground truth's original size (`prediction_map` makes it the way PraNet's
-`MyTest.py` does); pysodmetrics min-max normalises it (`mapminmax(im2double(pred))`) and takes the ground truth
+`MyTest.py` does), or float probabilities p in [0, 1] (a float map file), scored as the map p * 255 without
+rounding it to 8 bits; pysodmetrics min-max normalises it (`mapminmax(im2double(pred))`) and takes the ground truth
 as grey > 128. Per dataset (keys of results.json):
 
   meanDice, meanIoU   Dice / IoU of `pred >= t` for the 256 levels t (the 257-bin histogram of pysodmetrics),
@@ -42,12 +43,14 @@ def prediction_map(probability):
 
 
 def score_image(prediction, ground_truth, threshold=0.5):
-    """Per-image scores of a uint8 map against a boolean mask of the same size: curves `dice`, `iou`, `em`
-    (float64 [256], index t = threshold t / 255) and the scalars `wFm`, `Sm`, `adpEm`, `MAE`, `dice@T`, `iou@T`.
+    """Per-image scores of a uint8 map (or float probabilities in [0, 1]) against a boolean mask of the same size:
+    curves `dice`, `iou`, `em` (float64 [256], index t = threshold t / 255) and the scalars `wFm`, `Sm`, `adpEm`,
+    `MAE`, `dice@T`, `iou@T`.
 
     Every value comes from pysodmetrics' own classes, stepped on this one image (their dataset results are plain
     means of these per-image values, which `summarize` takes)."""
-    pred, gt = prepare_data(prediction, ground_truth.astype(np.uint8) * 255)
+    grey = prediction if prediction.dtype == np.uint8 else prediction.astype(np.float64) * 255  # the 8-bit scale
+    pred, gt = prepare_data(grey, ground_truth.astype(np.uint8) * 255)
     overlap = sod.FmeasureV2({"dice": sod.DICEHandler(with_dynamic=True, with_adaptive=False),
                               "iou": sod.IOUHandler(with_dynamic=True, with_adaptive=False)})
     emeasure, wfm, smeasure, mae = sod.Emeasure(), sod.WeightedFmeasure(beta=1), sod.Smeasure(alpha=0.5), sod.MAE()

@@ -1,7 +1,8 @@
-"""Evaluation outputs: the markdown table, results.json / results.csv / per_image.csv, and the PNG plots."""
+"""Evaluation outputs: the markdown table, results.json / results.csv / per_image.csv, and the PNG plots, each
+written whole or not at all (`tfseg.files`)."""
 
 import csv
-import json
+import io
 import math
 import os
 
@@ -9,6 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tfseg.evaluation import polyp, vessel
+from tfseg.files import atomic_path, write_json, write_text
 
 RESULTS_JSON, RESULTS_CSV, PER_IMAGE_CSV = "results.json", "results.csv", "per_image.csv"
 CURVES_PNG = "dice_vs_threshold.png"
@@ -65,9 +67,7 @@ def _json_safe(value):
 
 def write_results(results, output):
     """results.json ({dataset: {metric: value, ..., 'n_images': n}}) and results.csv (one row per dataset)."""
-    os.makedirs(output, exist_ok=True)
-    with open(os.path.join(output, RESULTS_JSON), "w") as f:
-        json.dump(_json_safe(results), f, indent=2)
+    write_json(os.path.join(output, RESULTS_JSON), _json_safe(results))
     rows = [{"dataset": name, **flatten(summary)} for name, summary in results.items()]
     _write_csv(os.path.join(output, RESULTS_CSV), rows)
 
@@ -78,10 +78,11 @@ def write_per_image(rows, output):
 
 def _write_csv(path, rows):
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
 
 
 def plot_curves(curves, path, ylabel="Dice"):
@@ -93,8 +94,13 @@ def plot_curves(curves, path, ylabel="Dice"):
     axes.set(xlabel="threshold", ylabel=ylabel, xlim=(0, 1), ylim=(0, 1), title=f"{ylabel} vs threshold")
     axes.grid(alpha=0.3)
     axes.legend(loc="lower center", fontsize=8)
+    _save(figure, path)
+
+
+def _save(figure, path):
     figure.tight_layout()
-    figure.savefig(path)
+    with atomic_path(path) as temporary:  # same suffix: matplotlib still writes PNG
+        figure.savefig(temporary)
 
 
 def plot_cases(cases, path, title):
@@ -109,5 +115,4 @@ def plot_cases(cases, path, title):
             axes.set_title(heading, fontsize=9)
         row[0].set_ylabel(label, fontsize=8)
     figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path)
+    _save(figure, path)
