@@ -1,40 +1,10 @@
 #!/usr/bin/env python
-"""Convert an original PyTorch checkpoint to tfseg: PraNet-19.pth (--model pranet, PraNet on Res2Net-50) or the
-Res2Net-50 ImageNet weights res2net50_v1b_26w_4s-3cf99910.pth (--model res2net50, for --backbone_weights).
-Needs torch (pip install .[torch]). Thin wrapper over tfseg.convert.convert_checkpoint."""
+"""Convert the original PyTorch PraNet / Res2Net checkpoints.
+`python convert_weights.py -h` lists the flags; installed as the command `tfseg-convert`
+(tfseg.commands.convert_weights)."""
 
-import argparse
-import logging
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from tfseg.cli import add_flag as add  # noqa: E402
-from tfseg.cli import run  # noqa: E402
-
-
-def parse_args(argv=None):
-    from tfseg.convert import MODELS  # TensorFlow: inside main, where Ctrl-C is handled
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("source", help="PyTorch state dict (.pth)")
-    p.add_argument("destination", help="output: .weights.h5 (weights) or .keras (whole model)")
-    add(p, "model", default="pranet", choices=MODELS, help="what the checkpoint holds")
-    add(p, "allow_partial", action="store_true",
-        help="convert what matches and log missing/unexpected keys and unfilled weights instead of failing")
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    from tfseg.convert import convert_checkpoint
-
-    try:
-        convert_checkpoint(args.source, args.destination, args.model, args.allow_partial)
-    except (ImportError, OSError, ValueError) as error:  # ConversionError is a ValueError
-        raise SystemExit(f"error: {error}")
-
+from tfseg.cli import run
+from tfseg.commands.convert_weights import main
 
 if __name__ == "__main__":
     run(main)

@@ -5,13 +5,13 @@ fastest runtime -> where everything went. Runs offline (backbone from scratch); 
 when online."""
 
 import argparse
-import logging
 import os
 import shutil
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tfseg import cli  # noqa: E402
 from tfseg.data.synthetic import write_polyp_dataset, write_polyp_video  # noqa: E402
 from tfseg.evaluation import evaluate  # noqa: E402
 from tfseg.evaluation.report import results_markdown  # noqa: E402
@@ -30,6 +30,7 @@ def parse_args():
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3, help="higher than PraNet's 1e-4: the backbone starts from scratch")
     p.add_argument("--backbone_weights", default="none")
+    cli.add_verbose_flag(p)
     return p.parse_args()
 
 
@@ -40,16 +41,16 @@ def main():
 
     from tfseg.export import export_model
     from tfseg.inference import Predictor, predict_images, segment_video
-    from tfseg.training import TrainConfig, train_pranet
+    from tfseg.training import PraNetConfig, train_pranet
 
     args = parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cli.setup_logging(args.verbose, timestamps=True)
     data = os.path.join(args.output, "data")
     train_dir = write_polyp_dataset(os.path.join(data, "train"), args.train_images, size=None, seed=0)
     val_dir = write_polyp_dataset(os.path.join(data, "val"), args.val_images, size=None, seed=1)
     shutil.rmtree(os.path.join(args.output, RUN_NAME), ignore_errors=True)  # the demo starts afresh each time
     weights = None if args.backbone_weights.lower() == "none" else args.backbone_weights
-    result = train_pranet(TrainConfig(
+    result = train_pranet(PraNetConfig(
         data_path=str(train_dir), val_path=str(val_dir), backbone="mobilenetv2", backbone_weights=weights,
         input_size=args.input_size, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
         steps_per_epoch=args.steps_per_epoch, augment=True, logdir=args.output, run_name=RUN_NAME))

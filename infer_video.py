@@ -1,56 +1,10 @@
 #!/usr/bin/env python
-"""Segment a video file or a camera stream with a trained model: the overlay (coloured fill, contour, HUD with
-FPS and latency) into a video file, reading, inference and writing in parallel. See README."""
+"""Segment a video file or camera stream with an overlay.
+`python infer_video.py -h` lists the flags; installed as the command `tfseg-infer-video`
+(tfseg.commands.infer_video)."""
 
-import argparse
-import json
-import logging
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from tfseg.cli import add_flag as add  # noqa: E402
-from tfseg.cli import add_model_flags, load_predictor, run  # noqa: E402
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_flags(p)
-    add(p, "video", required=True, help="a video file, or a camera index (0, 1, ...)")
-    add(p, "output", default="out.mp4", help="output video (.mp4: H.264 when OpenCV can, else mp4v; .avi: MJPG)")
-    add(p, "batchsize", "--batch_size", type=int, default=1, help="frames per inference call")
-    add(p, "smooth", type=float, default=0.0,
-        help="exponential smoothing of the probabilities over time: p = ALPHA * previous + (1 - ALPHA) * p")
-    add(p, "show", action="store_true", help="also show the frames in a window (when a display exists)")
-    add(p, "report", metavar="FILE.json", help="write the run's summary as JSON")
-    add(p, "max_frames", type=int, help="stop after this many frames")
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    from tfseg import files  # TensorFlow after the flags are parsed
-    from tfseg.inference import VideoError, segment_video
-    from tfseg.inference.video import check_writable, is_camera
-
-    try:
-        if args.report:  # checked before the work, not after the whole video
-            files.refuse_overwrite([args.report], [args.output] + ([] if is_camera(args.video) else [args.video]),
-                                   "report")
-            check_writable(args.report)
-        report = segment_video(load_predictor(args), args.video, args.output, args.threshold, args.batchsize,
-                               args.smooth, args.show, max_frames=args.max_frames)
-    except (ValueError, ImportError, OSError, VideoError) as error:
-        raise SystemExit(f"error: {error}")
-    print(json.dumps(report, indent=2))
-    if args.report:
-        try:
-            files.write_json(args.report, report)
-        except OSError as error:
-            raise SystemExit(f"error: cannot write the report {args.report} (printed above): {error}")
-    print(f"Overlay video: {report['output']}" + (f"; report: {args.report}" if args.report else ""))
-
+from tfseg.cli import run
+from tfseg.commands.infer_video import main
 
 if __name__ == "__main__":
     run(main)

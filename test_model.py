@@ -1,85 +1,10 @@
 #!/usr/bin/env python
-"""Evaluate a trained model, or a folder of prediction maps from any model, with the literature's protocol:
-polyp (PraNet's MATLAB toolbox, via pysodmetrics) or vessel (Acc/Se/Sp/F1/IoU/MCC/AUC). See README."""
+"""Evaluate a model or prediction maps with the polyp or vessel protocol.
+`python test_model.py -h` lists the flags; installed as the command `tfseg-eval`
+(tfseg.commands.test_model)."""
 
-import argparse
-import logging
-import os
-from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from tfseg import cli  # noqa: E402
-from tfseg.cli import add_flag as add  # noqa: E402
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    source = p.add_mutually_exclusive_group(required=True)
-    add(source, "model", help="an export folder (--runtime picks its file), a SavedModel folder, a .keras, .onnx or "
-                              ".tflite file, or a PraNet .weights.h5 file (with --backbone)")
-    add(source, "pred_dir", help="folder of prediction maps (any model; 8/16-bit grey, or float probabilities in "
-                                 "[0, 1], e.g. float32 TIFF) named like the images or masks; with several datasets, "
-                                 "one sub-folder per dataset")
-    add(p, "data_path", required=True,
-        help="one dataset (images/ + masks/, or the DRIVE/STARE/CHASE_DB1 layout) or a root of several, e.g. "
-             "PraNet's TestDataset/")
-    add(p, "split_file", help="evaluate only the ids listed (one per line), e.g. Kvasir-SEG's "
-                               "pranet_kvasir_test_names.txt")
-    cli.add_runtime_flag(p)
-    add(p, "backbone", help="backbone of a PraNet .weights.h5 --model: resnet50 | mobilenetv2 | res2net50 (the "
-                             "original weights converted by convert_weights.py)")
-    add(p, "task", choices=["polyp", "vessel"], help="protocol (default: the model's task, else polyp)")
-    add(p, "threshold", type=float, default=0.5, help="binarisation threshold of dice@T/iou@T and vessel metrics")
-    add(p, "inputsize", "--input_size", type=int, help="model input size (default: the training size)")
-    add(p, "save_maps", metavar="DIR", help="write the uint8 prediction maps, one PNG per image named like the mask")
-    add(p, "output", help="results folder (default: beside the model or the prediction folder, '<name>_eval')")
-    add(p, "estimate_fov", action="store_true",
-        help="vessel task: estimate a FOV mask (threshold + erosion) for images without one, for the FOV metrics")
-    add(p, "observer", type=int, default=1, choices=[1, 2], help="manual annotation of DRIVE/CHASE_DB1")
-    add(p, "allow_size_mismatch", action="store_true",
-        help="score pairs whose image and mask sizes differ (listed in a warning) instead of refusing them")
-    add(p, "workers", type=int, help="scoring processes (default: one per CPU core)")
-    add(p, "no_plots", action="store_true", help="skip the PNG plots")
-    add(p, "quiet", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    try:
-        run(args)
-    # bad input: DatasetError, OverwriteError and ModelFileError are ValueErrors, PermissionError an OSError;
-    # ImportError: the runtime asked for is not installed
-    except (ValueError, OSError, ImportError) as error:
-        raise SystemExit(f"error: {error}")
-
-
-def run(args):
-    from tfseg.evaluation import evaluate  # after the flags: Ctrl-C while importing is handled by cli.run
-    from tfseg.evaluation.report import results_markdown
-
-    source = Path(args.model or args.pred_dir)
-    name = source.name.removesuffix(".weights.h5") if source.name.endswith(".weights.h5") else source.stem
-    output = args.output or str(source.parent / f"{name}_eval")
-    predictor, task = None, args.task or "polyp"
-    if args.model:
-        from tfseg.inference import Predictor  # TensorFlow only when a model is evaluated
-        predictor = Predictor.load(args.model, input_size=args.inputsize, backbone=args.backbone,
-                                   runtime=args.runtime)
-        task = args.task or predictor.task
-    result = evaluate(args.data_path, output, task=task, predictor=predictor, pred_dir=args.pred_dir,
-                      threshold=args.threshold, save_maps=args.save_maps, observer=args.observer,
-                      split_file=args.split_file, estimate_fov=args.estimate_fov, workers=args.workers,
-                      plots=not args.no_plots, progress=not args.quiet,
-                      allow_size_mismatch=args.allow_size_mismatch)
-    print(results_markdown(result["results"], task, args.threshold))
-    print(f"\nResults in {output}: results.json, results.csv, per_image.csv"
-          + ("" if args.no_plots else ", dice_vs_threshold.png, cases_<dataset>.png"))
-    if args.save_maps:
-        print(f"Prediction maps in {args.save_maps}")
-
+from tfseg.cli import run
+from tfseg.commands.test_model import main
 
 if __name__ == "__main__":
-    cli.run(main)
+    run(main)

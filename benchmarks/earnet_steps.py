@@ -49,9 +49,7 @@ def main():
     keras.utils.set_random_seed(0)
     trainer = EARNetTrainer(config, make_strategy("default"), 1, total_steps=args.steps)
     val_data = list(vessels.make_vessel_dataset(val, 1, None, training=False))
-    predictors = {text: tf.function(lambda x, s=tuple(float(v) for v in text.split(",")): tf.nn.softmax(
-        trainer.model._multi_scale(x, sorted(s, reverse=True)))[..., 1], reduce_retracing=True)
-        for text in args.eval_scales}
+    predictors = {text: scale_set_predictor(trainer.model, text) for text in args.eval_scales}
     batches = iter(trainer.train_dataset(train, 0))
     print(f"STARE fold 0: {len(train)} training / {len(val)} validation images; crop {args.crop}, batch "
           f"{args.batch}, {args.optimizer} lr {config.lr}, norm {args.norm}, scale range {args.scale_range}")
@@ -64,6 +62,12 @@ def main():
             for text, predict in predictors.items():
                 print(f"  scales {text}: " + "  ".join(f"{k} {v:.3f}" for k, v in evaluate(predict, val_data).items()),
                       flush=True)
+
+
+def scale_set_predictor(model, text):
+    """tf.function: images -> vessel probability of multi-scale inference at the scales `text` ("2,1,0.5")."""
+    scales = sorted((float(value) for value in text.split(",")), reverse=True)
+    return tf.function(lambda x: tf.nn.softmax(model._multi_scale(x, scales))[..., 1], reduce_retracing=True)
 
 
 def evaluate(predict, dataset):

@@ -39,7 +39,7 @@ def main():
     p.add_argument("--runtimes", nargs="+", default=["keras", "savedmodel", "onnx", "tflite"])
     args = p.parse_args()
     x = np.random.default_rng(0).normal(size=(1, args.size, args.size, 3)).astype("float32")
-    print(f"| backbone | runtime | median ms | p90 ms | load average (1 min) before |\n|---|---|---:|---:|---:|")
+    print("| backbone | runtime | median ms | p90 ms | load average (1 min) before |\n|---|---|---:|---:|---:|")
     for backbone in args.backbones:
         with tempfile.TemporaryDirectory() as folder:
             export_model(PraNet(backbone, backbone_weights=None), folder, args.runtimes, args.size)

@@ -13,8 +13,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfseg.data.synthetic import write_polyp_dataset  # noqa: E402
-from tfseg.training import TrainConfig, make_strategy  # noqa: E402
-from tfseg.training.loop import Trainer, load_pairs  # noqa: E402
+from tfseg.training import PraNetConfig, make_strategy  # noqa: E402
+from tfseg.training.pranet import PraNetTrainer, load_pairs  # noqa: E402
 
 
 def main():
@@ -27,11 +27,11 @@ def main():
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         write_polyp_dataset(folder, 2 * args.batch_size + 2, size=(args.input_size, args.input_size))
-        config = TrainConfig(data_path=folder, backbone=args.backbone, backbone_weights=None,
+        config = PraNetConfig(data_path=folder, backbone=args.backbone, backbone_weights=None,
                              input_size=args.input_size, batch_size=args.batch_size,
                              mixed_precision=args.mixed_precision, val_fraction=0.1)
         train, _ = load_pairs(config)
-        trainer = Trainer(config, make_strategy("default"))
+        trainer = PraNetTrainer(config, make_strategy("default"))
         start = time.perf_counter()
         trainer.fit_epoch(train, 0, 1, progress=False)
         first = time.perf_counter() - start

@@ -185,9 +185,9 @@ def test_bottle2neck_matches_numpy(stage, strides, in_channels):
 
 def test_res2net_batchnorm_epsilon_is_torch_default(keras_pranet):
     backbone = keras_pranet.get_layer("res2net50_backbone")
-    bns = [l for l in backbone._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    bns = [layer for layer in backbone._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(bns) == 3 + 16 * 5 + 4  # stem, 16 blocks (bn1, 3 split bns, bn3), 4 shortcuts: 87 of the 153
-    assert {(l.epsilon, l.momentum) for l in bns} == {(1e-5, 0.9)}
+    assert {(layer.epsilon, layer.momentum) for layer in bns} == {(1e-5, 0.9)}
 
 
 @pytest.mark.parametrize("height, width", [(5, 7), (6, 9), (1, 2)])

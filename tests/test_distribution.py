@@ -21,11 +21,11 @@ keras.config.set_floatx("float64")
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from tfseg.training import TrainConfig
-from tfseg.training.loop import PraNetTrainer, load_pairs
+from tfseg.training import PraNetConfig
+from tfseg.training.pranet import PraNetTrainer, load_pairs
 from tfseg.training.strategy import make_strategy
 
-config = TrainConfig(data_path=sys.argv[1], backbone="mobilenetv2", backbone_weights=None, input_size=64,
+config = PraNetConfig(data_path=sys.argv[1], backbone="mobilenetv2", backbone_weights=None, input_size=64,
                      batch_size=4, lr=1e-3, gclip=2e-3)
 train, _ = load_pairs(config)
 strategy = make_strategy("mirrored")

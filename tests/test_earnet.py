@@ -198,7 +198,8 @@ def test_repeated_vessel_crops_are_new_each_pass(tmp_path):
 
 def test_cli_trains_both_stages_resumes_exports_and_evaluates(tmp_path, capsys):
     """train_earnet.py --stage all on a DRIVE-layout folder, then --resume of stage 2 with more epochs, then the
-    stage-2 export (SavedModel == Keras inference) scored on the test split. In-process with tf.functions run eagerly: the same code without ~2 min of tracing."""
+    stage-2 export (SavedModel == Keras inference) scored on the test split. In-process with tf.functions run
+    eagerly: the same code without ~2 min of tracing."""
     import json
 
     import tensorflow as tf

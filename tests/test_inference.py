@@ -14,7 +14,8 @@ import infer_image
 import infer_video
 from tests.helpers import kill_when_changed
 from tfseg.data.synthetic import polyp_sample, write_polyp_video
-from tfseg.export import ExportMismatchError, export_model as export
+from tfseg.export import ExportMismatchError
+from tfseg.export import export_model as export
 from tfseg.inference import Predictor, segment_video
 from tfseg.inference.predictor import ModelFileError
 from tfseg.models import PraNet

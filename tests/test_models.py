@@ -27,22 +27,22 @@ def test_four_maps_at_input_size(backbone):
 def test_decoder_parameter_count_matches_original():
     model = PraNet("resnet50", backbone_weights=None)
     decoder = [model.get_layer(name) for name in ("rfb2_1", "rfb3_1", "rfb4_1", "agg1", "ra4", "ra3", "ra2")]
-    assert sum(int(np.prod(w.shape)) for l in decoder for w in l.trainable_weights) == 6_828_967
+    assert sum(int(np.prod(w.shape)) for layer in decoder for w in layer.trainable_weights) == 6_828_967
 
 
 def test_backbone_batchnorm_momentum_is_torch_default(mobilenet_pranet):
     backbone = mobilenet_pranet.get_layer("mobilenetv2_backbone")
-    bns = [l for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
-    assert bns and {l.momentum for l in bns} == {0.9}
-    assert {l.epsilon for l in bns} == {1e-3}  # MobileNetV2's own, matching its ImageNet weights
+    bns = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and {layer.momentum for layer in bns} == {0.9}
+    assert {layer.epsilon for layer in bns} == {1e-3}  # MobileNetV2's own, matching its ImageNet weights
 
 
 def test_decoder_batchnorm_uses_torch_defaults(mobilenet_pranet):
     decoder = [mobilenet_pranet.get_layer(n) for n in ("rfb2_1", "rfb3_1", "rfb4_1", "agg1", "ra4", "ra3", "ra2")]
-    decoder_bns = [l for d in decoder for l in d._flatten_layers()
-                   if isinstance(l, keras.layers.BatchNormalization)]
+    decoder_bns = [layer for d in decoder for layer in d._flatten_layers()
+                   if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(decoder_bns) > 40
-    assert {(l.epsilon, l.momentum) for l in decoder_bns} == {(1e-5, 0.9)}
+    assert {(layer.epsilon, layer.momentum) for layer in decoder_bns} == {(1e-5, 0.9)}
 
 
 @pytest.mark.parametrize("align_corners", [True, False])

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tests.helpers import ROOT, kill_when_changed, run_python
 from tfseg import cli
 from tfseg.data.synthetic import write_polyp_dataset
-from tfseg.training import TrainConfig, TrainingInterrupted
+from tfseg.training import PraNetConfig, TrainingInterrupted
 from tfseg.training.checkpoints import RunDirectory
 from tfseg.training.loop import run_training
 
@@ -46,13 +46,13 @@ RunDirectory({run.path!r}).save_best_weights(model)
 def test_kill_while_args_are_rewritten_keeps_them(tmp_path):
     """The defect: a kill while --resume rewrote args.json left it empty, and the run could never be resumed."""
     run = RunDirectory(str(tmp_path / "run"))
-    config = TrainConfig(data_path="data", epochs=20)
+    config = PraNetConfig(data_path="data", epochs=20)
     assert run.write_args(config)
     stored = run.read_args()
     code = f"""
-from tfseg.training import TrainConfig
+from tfseg.training import PraNetConfig
 from tfseg.training.checkpoints import RunDirectory
-RunDirectory({run.path!r}).write_args(TrainConfig(data_path="data", epochs=40))
+RunDirectory({run.path!r}).write_args(PraNetConfig(data_path="data", epochs=40))
 """
     outcome, stderr = kill_when_changed(code, run.path, slow_writes=True)
     assert outcome == "killed", stderr
@@ -71,7 +71,7 @@ class CountingTrainer:
     score_name = "val_dice"
 
     def __init__(self, epochs, interrupt_at=None):
-        self.config = TrainConfig(data_path="data", epochs=epochs, batch_size=1, steps_per_epoch=1)
+        self.config = PraNetConfig(data_path="data", epochs=epochs, batch_size=1, steps_per_epoch=1)
         weight = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")
         self.model = keras.Sequential([keras.Input((1,)), weight])
         self.optimizer = keras.optimizers.SGD(0.1)
@@ -79,8 +79,11 @@ class CountingTrainer:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.best_score = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch,
-                                              best_dice=self.best_score)
+                                              best_score=self.best_score)
         self.interrupt_at = interrupt_at
+
+    def restore(self, path):
+        self.checkpoint.restore(path)
 
     def fit_epoch(self, pairs, epoch, steps, progress=True):
         if epoch == self.interrupt_at:
@@ -211,7 +214,7 @@ def test_unreadable_validation_file_is_reported_before_the_overlap_check_reads_i
     import builtins
 
     from tfseg.data import DatasetError
-    from tfseg.training.loop import load_pairs
+    from tfseg.training.pranet import load_pairs
 
     train = write_polyp_dataset(str(tmp_path / "train"), 4, size=(32, 32), seed=0)
     val = write_polyp_dataset(str(tmp_path / "val"), 2, size=(32, 32), seed=1)
@@ -225,7 +228,7 @@ def test_unreadable_validation_file_is_reported_before_the_overlap_check_reads_i
 
     monkeypatch.setattr(builtins, "open", no_permission)
     with pytest.raises(DatasetError, match=r"synth_0001.jpg \(\[Errno 13\] Permission denied"):
-        load_pairs(TrainConfig(data_path=train, val_path=val))
+        load_pairs(PraNetConfig(data_path=train, val_path=val))
 
 
 def test_a_training_export_folder_that_is_not_one_is_refused_before_training(tmp_path):

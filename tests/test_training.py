@@ -10,13 +10,13 @@ import tensorflow as tf
 
 from tests.helpers import max_abs_diff, random_images, run_python
 from tfseg.inference import Predictor
-from tfseg.training import TrainConfig
-from tfseg.training.loop import PraNetTrainer, load_pairs
+from tfseg.training import PraNetConfig
+from tfseg.training.pranet import PraNetTrainer, load_pairs
 from tfseg.training.strategy import make_strategy
 
 
 def tiny_config(polyp_dir, **overrides):
-    return TrainConfig(**{"data_path": polyp_dir, "backbone": "mobilenetv2", "backbone_weights": None,
+    return PraNetConfig(**{"data_path": polyp_dir, "backbone": "mobilenetv2", "backbone_weights": None,
                           "input_size": 64, "batch_size": 4, "lr": 1e-3, **overrides})
 
 
@@ -121,3 +121,17 @@ def test_resume_ends_where_an_uninterrupted_run_ends(polyp_dir, tmp_path):
     assert weights["straight"].keys() == weights["resumed"].keys() and len(weights["straight"]) > 100
     for key, value in weights["straight"].items():
         np.testing.assert_array_equal(value, weights["resumed"][key], err_msg=key)
+
+
+def test_checkpoints_of_earlier_versions_resume(polyp_dir, tmp_path):
+    """Run folders written before the best score was named `best_score` hold it as `best_dice`."""
+    config = tiny_config(polyp_dir)
+    earlier = PraNetTrainer(config, make_strategy("default"))
+    earlier.epoch.assign(3)
+    earlier.best_score.assign(0.7)
+    path = tf.train.Checkpoint(model=earlier.model, optimizer=earlier.optimizer, epoch=earlier.epoch,
+                               best_dice=earlier.best_score).save(str(tmp_path / "ckpt"))
+    trainer = PraNetTrainer(config, make_strategy("default"))
+    trainer.restore(path)
+    assert int(trainer.epoch.numpy()) == 3 and float(trainer.best_score.numpy()) == 0.7
+    assert max_abs_diff(trainer.model.get_weights(), earlier.model.get_weights()) == 0

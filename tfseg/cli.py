@@ -1,10 +1,35 @@
-"""Shared by the top-level scripts: flags with both spellings, the inference scripts' model flags, and `run`, which
-ends every command line the same way on Ctrl-C. Imports no TensorFlow: the scripts import it inside `main`, so
-that Ctrl-C during start-up is handled too."""
+"""Shared by the command lines (`tfseg.commands`): flags with both spellings, the flag vocabulary of the training
+commands and the model flags of the inference ones, logging, and `run`, which ends every command the same way
+on Ctrl-C. Imports no TensorFlow: the commands import it inside `main`, so that `--help` is quick and Ctrl-C
+during start-up is handled too."""
 
+import dataclasses
+import logging
 import sys
 
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
+OWN_LOGGERS = ("tfseg", "root", "__main__")  # what a command prints at INFO; others only from WARNING
+
+
+def console(main):
+    """A console entry point (pyproject's [project.scripts]) that runs `main` as `run` does."""
+    return lambda: run(main)
+
+
+def add_verbose_flag(parser):
+    add_flag(parser, "verbose", action="store_true",
+             help="also print the INFO messages of TensorFlow, tf2onnx, absl and other libraries")
+
+
+def setup_logging(verbose=False, timestamps=False):
+    """INFO messages of tfseg and the command itself; other libraries' (tf2onnx prints hundreds of lines per ONNX
+    export, absl a line per checkpoint) only from WARNING, unless `verbose`."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(("%(asctime)s " if timestamps else "") + "%(levelname)s: %(message)s"))
+    if not verbose:
+        handler.addFilter(lambda record: record.levelno >= logging.WARNING
+                          or record.name.split(".")[0] in OWN_LOGGERS)
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
 def run(main, argv=None):
@@ -32,7 +57,7 @@ def add_model_flags(parser):
                   ".tflite file, or a PraNet .weights.h5 file (with --backbone)")
     add_runtime_flag(parser)
     add_flag(parser, "backbone", help="backbone of a PraNet .weights.h5 --model")
-    add_flag(parser, "inputsize", "--input_size", type=int, help="model input size (default: the training size)")
+    add_flag(parser, "input_size", "--inputsize", type=int, help="model input size (default: the training size)")
     add_flag(parser, "threshold", type=float, default=0.5, help="probability threshold of the binary mask")
     add_flag(parser, "tta", action="store_true", help="average with the horizontally flipped image's prediction")
 
@@ -46,4 +71,55 @@ def load_predictor(args):
     """The Predictor that `add_model_flags`' flags describe (imports TensorFlow)."""
     from tfseg.inference import Predictor
 
-    return Predictor.load(args.model, args.inputsize, args.backbone, args.runtime, args.tta)
+    return Predictor.load(args.model, args.input_size, args.backbone, args.runtime, args.tta)
+
+
+TRAINING_ERRORS = (ValueError, OSError, ImportError)  # bad input: DatasetError is a ValueError, ConnectionError an
+# OSError, ImportError a missing optional package; each becomes one `error:` line
+
+
+def add_training_flags(parser, defaults, data_help):
+    """The flags both training commands share, with one name, meaning and primary spelling each (the earlier TF
+    port's spellings as aliases). `defaults`: the family's config; on --resume the stored settings count, and
+    only --epochs, --strategy and --export_dir may change them."""
+    add_flag(parser, "data_path", help=data_help + " (required unless --resume)")
+    add_flag(parser, "epochs", "--epoch", type=int, help=f"epochs (default {defaults.epochs}; on --resume: as stored)")
+    add_flag(parser, "lr", type=float, default=defaults.lr, help="learning rate")
+    add_flag(parser, "batch_size", "--batchsize", type=int, default=defaults.batch_size, help="global batch size")
+    add_flag(parser, "steps_per_epoch", type=int, default=defaults.steps_per_epoch,
+             help="optimizer steps per epoch (none or 0: one pass over the training images; the data repeats, "
+                  "each pass augmented afresh)")
+    add_flag(parser, "val_fraction", "--data_split", "--val_split", type=float, default=defaults.val_fraction,
+             help="seeded fraction of the training images held out to pick the best checkpoint")
+    add_flag(parser, "gclip", type=float, default=defaults.gclip,
+             help="element-wise clip of the global-batch gradient (0: off)")
+    add_flag(parser, "strategy", choices=("auto", "default", "mirrored", "multiworker"),
+             help=f"tf.distribute strategy (default {defaults.strategy}; on --resume: as stored)")
+    add_flag(parser, "mixed_precision", action="store_true", help="mixed_bfloat16 compute (GPUs; slow on CPUs)")
+    add_flag(parser, "seed", type=int, default=defaults.seed)
+    add_flag(parser, "init_weights", metavar="FILE.weights.h5", help="weights the training starts from")
+    add_flag(parser, "logdir", default=defaults.logdir, help="parent of the run folder")
+    add_flag(parser, "name", help="run folder name (default: <model>_<time>)")
+    add_flag(parser, "export_dir", "--trained_model_path",
+             help="folder the best model is exported to (default: <run folder>/export)")
+    add_flag(parser, "no_export", action="store_true", help="skip the export at the end")
+    add_flag(parser, "resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, with "
+                                                       "its stored settings")
+    add_flag(parser, "quiet", action="store_true", help="no progress bar")
+    add_verbose_flag(parser)
+
+
+def check_training_args(parser, args):
+    if not args.data_path and not args.resume:
+        parser.error("--data_path is required (or --resume RUN_DIR)")
+    if args.export_dir and args.export_dir.endswith((".h5", ".keras")):
+        parser.error(f"--export_dir (--trained_model_path) is the folder the model is exported to, not a weights "
+                     f"file ({args.export_dir}); weights to start from go to --init_weights")
+    return args
+
+
+def config_from_args(config_class, args, **settings):
+    """A family's config from the parsed flags named like its fields (those given), plus `settings`."""
+    given = {field.name: getattr(args, field.name) for field in dataclasses.fields(config_class)
+             if getattr(args, field.name, None) is not None}
+    return config_class(**{**given, "run_name": args.name, "export": not args.no_export, **settings})

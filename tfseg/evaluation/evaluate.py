@@ -15,11 +15,18 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from tfseg.data.fov import estimate_fov
 from tfseg.data.imageio import image_size, read_mask, read_prediction, read_problem, read_rgb, write_png
 from tfseg.data.layouts import find_datasets
-from tfseg.data.fov import estimate_fov
-from tfseg.data.sources import (DatasetError, check_pairs, decoded_size, files_by_key, format_names, raise_listing,
-                                split_by_file)
+from tfseg.data.sources import (
+    DatasetError,
+    check_pairs,
+    decoded_size,
+    files_by_key,
+    format_names,
+    raise_listing,
+    split_by_file,
+)
 from tfseg.evaluation import polyp, report, vessel
 from tfseg.files import refuse_overwrite
 

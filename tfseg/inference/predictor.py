@@ -19,8 +19,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfseg import files
-from tfseg.inference.runtimes import (CPU_PREFERENCE, GPU_PREFERENCE, KerasRuntime, OnnxRuntime, SavedModelRuntime,
-                                      TFLiteRuntime)
+from tfseg.inference.runtimes import (
+    CPU_PREFERENCE,
+    GPU_PREFERENCE,
+    KerasRuntime,
+    OnnxRuntime,
+    SavedModelRuntime,
+    TFLiteRuntime,
+)
 from tfseg.models.backbones import normalize
 
 METADATA_FILE = "tfseg.json"

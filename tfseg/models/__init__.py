@@ -6,3 +6,5 @@ from tfseg.models.backbones import BACKBONES, build_backbone, normalize
 from tfseg.models.earnet import EARNet
 from tfseg.models.hrnet import HRNetOCR
 from tfseg.models.pranet import PraNet
+
+__all__ = ["BACKBONES", "EARNet", "HRNetOCR", "PraNet", "build_backbone", "normalize"]

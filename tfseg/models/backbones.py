@@ -7,11 +7,11 @@ stride, `{"P3": stride 8, "P4": stride 16, "P5": stride 32}`; heads pick levels 
 It is plain arithmetic (works on tf tensors and numpy arrays alike) and runs in the data pipeline and the
 inference path, never inside the model graph:
 
-| backbone    | normalisation                                                    | as in                                  |
-|-------------|------------------------------------------------------------------|----------------------------------------|
-| resnet50    | "caffe": RGB -> BGR, minus the ImageNet BGR mean, no scaling     | keras.applications.resnet50            |
-| mobilenetv2 | "tf": x / 127.5 - 1                                              | keras.applications.mobilenet_v2        |
-| res2net50   | "torch": (x / 255 - mean) / std, ImageNet mean/std               | torchvision ToTensor + Normalize (PraNet) |
+| backbone    | normalisation                                                | as in                            |
+|-------------|--------------------------------------------------------------|----------------------------------|
+| resnet50    | "caffe": RGB -> BGR, minus the ImageNet BGR mean, no scaling | keras.applications.resnet50      |
+| mobilenetv2 | "tf": x / 127.5 - 1                                          | keras.applications.mobilenet_v2  |
+| res2net50   | "torch": (x / 255 - mean) / std, ImageNet mean/std           | torchvision Normalize (PraNet)   |
 """
 
 import dataclasses

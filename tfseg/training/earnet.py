@@ -8,7 +8,6 @@ decay decoupled from the gradient (torch adds it to the gradient): the same fixe
 """
 
 import dataclasses
-import datetime
 import logging
 import os
 
@@ -20,12 +19,20 @@ from tfseg import files
 from tfseg.data import layouts, sources, vessels
 from tfseg.data.imageio import read_mask, write_png
 from tfseg.evaluation import vessel as vessel_metrics
-from tfseg.export import export_model
+from tfseg.export import check_export_folder
 from tfseg.losses import EARNetLoss
 from tfseg.models.earnet import EARNet, error_map
 from tfseg.models.hrnet import HRNetOCR
 from tfseg.training.checkpoints import RunDirectory
-from tfseg.training.loop import SegmentationTrainer, TrainingInterrupted, epoch_steps, open_run, run_training
+from tfseg.training.loop import (
+    SegmentationTrainer,
+    TrainingConfig,
+    TrainingInterrupted,
+    epoch_steps,
+    export_best,
+    open_run,
+    run_training,
+)
 from tfseg.training.strategy import is_chief, make_strategy, task_id
 
 log = logging.getLogger(__name__)
@@ -35,41 +42,36 @@ TEST_IDS = "test_ids.txt"  # in the run folder: the held-out test images of the 
 
 
 @dataclasses.dataclass
-class EARNetConfig:
+class EARNetConfig(TrainingConfig):
     """Defaults: a CPU recipe that trains from scratch (small trunk with GroupNorm, Adam, batch 2 of 384 crops,
     12 + 6 epochs of 50 steps; runs on STARE in docs/BENCHMARKS.md). The official recipe (BatchNorm, SGD 1e-2 /
     stage 2 1e-3, momentum 0.9, 448 crops) starts from an ImageNet-pretrained trunk with large batches
-    (`norm="batch"`, `optimizer="sgd"`, `crop=448`)."""
+    (`norm="batch"`, `optimizer="sgd"`, `crop=448`). `init_weights`: the HRNet-OCR weights stage 1 starts from,
+    or, when stage 2 is trained alone, the stage-1 weights it starts from. `export_dir`: where the last stage's
+    model goes (default `stage{1,2}/export`)."""
 
-    data_path: str
+    epochs: int = 12  # stage 1
+    lr: float = None  # stage 1; default 1e-3 (adam) or 1e-2 (sgd)
+    batch_size: int = 2
+    steps_per_epoch: int = 50  # vessel sets are 20-40 images: an epoch is this many steps (None: one pass)
+    val_fraction: float = 0.2  # of the training images, for checkpoint selection
+    gclip: float = 0.0  # the official recipe does not clip
     dataset: str = "folder"  # drive | stare | chase | folder: which split protocol
     config: str = "small"  # small | w18 | w48
-    epochs: int = 12  # stage 1
     stage2_epochs: int = 6
-    steps_per_epoch: int = 50  # vessel sets are 20-40 images: an epoch is this many steps (None: one pass)
     optimizer: str = "adam"  # adam | sgd (the official recipe, momentum 0.9)
-    lr: float = None  # stage 1; default 1e-3 (adam) or 1e-2 (sgd)
     stage2_lr: float = None  # default lr / 10, as the official 1e-2 -> 1e-3
     momentum: float = 0.9
     weight_decay: float = 4e-5
     poly_power: float = 2.0
-    batch_size: int = 2
     crop: int = 384  # smaller crops leave the 1/32 branch a few pixels: its batch statistics get noisy
     scale_range: tuple = (0.5, 2.0)  # random scale of the training images before cropping (official 0.5-2.0)
-    val_fraction: float = 0.2  # of the training images, for checkpoint selection
     folds: int = 4  # STARE: k-fold cross-validation
     fold: int = 0
     scales: tuple = (2.0, 1.0, 0.5)  # inference scales (validation, error maps, export), as the paper
     modulation: tuple = (0.5, 0.5)  # lambda, mu
     norm: str = "group"  # group | batch (the original): with batches of 2, BN's inference statistics fail
     region_batchnorm: bool = False  # True: BN on the OCR object-region vectors, as the original (see HRNetOCR)
-    strategy: str = "auto"
-    seed: int = 0
-    logdir: str = "runs"
-    run_name: str = None
-    export: bool = True
-    gclip: float = 0.0  # element-wise gradient clip (0: off; the official recipe does not clip)
-    mixed_precision: bool = False
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "sgd"):
@@ -105,6 +107,7 @@ class EARNetTrainer(SegmentationTrainer):
     """Stage 1 (HRNetOCR) or stage 2 (EARNet from `stage1_weights`, with `error_maps` per training pair)."""
 
     score_name = "val_F1"
+    task = "vessel"
 
     def __init__(self, config, strategy, stage, total_steps, stage1_weights=None, error_maps=None):
         self.stage, self.total_steps = stage, total_steps
@@ -116,11 +119,11 @@ class EARNetTrainer(SegmentationTrainer):
     def build_model(self):
         c = self.config
         stage1 = HRNetOCR(c.config, scales=c.scales, region_batchnorm=c.region_batchnorm, norm=c.norm)
-        if self.stage == 1:
-            return stage1
-        stage1(tf.zeros((1, 64, 64, 3)))  # build, then load the trained stage-1 weights
-        stage1.load_weights(self.stage1_weights)
-        return EARNet.from_stage1(stage1, c.modulation)
+        start = c.init_weights if self.stage == 1 else self.stage1_weights
+        if start:
+            stage1(tf.zeros((1, 64, 64, 3)))  # build, then load the weights it starts from
+            stage1.load_weights(start)
+        return stage1 if self.stage == 1 else EARNet.from_stage1(stage1, c.modulation)
 
     def make_optimizer(self):
         c = self.config
@@ -172,19 +175,16 @@ def resume_config(run_dir, **overrides):
     stage = "stage1" if os.path.isfile(os.path.join(run_dir, "stage1", "args.json")) else "stage2"
     stored = RunDirectory(os.path.join(run_dir, stage)).read_args()
     stored.update(epochs=stored["epochs"] if stage == "stage1" else EARNetConfig.epochs,
-                  scales=tuple(stored["scales"]), scale_range=tuple(stored.get("scale_range", (0.5, 2.0))),
-                  norm=stored.get("norm", "batch"),  # runs stored before these settings existed
-                  modulation=tuple(stored["modulation"]),
+                  norm=stored.get("norm", "batch"),  # runs stored before this setting existed
                   logdir=os.path.dirname(os.path.abspath(run_dir)), run_name=os.path.basename(os.path.abspath(run_dir)))
-    return EARNetConfig(**{**stored, **{k: v for k, v in overrides.items() if v is not None}})
+    return EARNetConfig.from_stored(stored, **overrides)
 
 
-def train_stage(config, stage, run_dir, train, val, stage1_weights=None, error_maps=None, resume=False,
+def train_stage(config, strategy, stage, run_dir, train, val, stage1_weights=None, error_maps=None, resume=False,
                 progress=True):
     """One stage in `run_dir` (continued from its last checkpoint when `resume` and it has begun): returns
     run_training's result plus the trainer."""
     resume = run_dir if resume and os.path.isfile(os.path.join(run_dir, "args.json")) else None
-    strategy = make_strategy(config.strategy)
     run = open_run(config, strategy, resume, run_dir)
     keras.utils.set_random_seed(config.seed)
     epochs = config.epochs if stage == 1 else config.stage2_epochs
@@ -198,43 +198,46 @@ def train_stage(config, stage, run_dir, train, val, stage1_weights=None, error_m
     return {**result, "trainer": trainer, "run": run}
 
 
-def train_earnet(config, stages=(1, 2), stage1_weights=None, progress=True, resume=False):
+def train_earnet(config, stages=(1, 2), progress=True, resume=False):
     """Stage 1, error maps, stage 2 (or one of them), each in its own run folder under
     `<logdir>/<run name>/stage{1,2}`, each exported; returns {"stage1": ..., "stage2": ..., "test": pairs}.
     `resume` (with `resume_config(folder)` as config): every stage goes on from its last checkpoint, a finished
-    one is only reloaded; the error maps are written again from stage 1's best weights."""
-    name = config.run_name or f"earnet_{config.config}_{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    root = os.path.join(config.logdir, name)
+    one is only reloaded; the error maps are written again from stage 1's best weights. One strategy serves the
+    whole run."""
+    root = config.run_folder(f"earnet_{config.config}")
+    strategy = make_strategy(config.strategy)
     try:
-        return _train_stages(config, root, stages, stage1_weights, progress, resume)
+        return _train_stages(config, strategy, root, stages, progress, resume)
     except TrainingInterrupted as interrupt:  # the whole run resumes from its root folder
         raise TrainingInterrupted(root if interrupt.resume_path else None) from interrupt
 
 
-def _train_stages(config, root, stages, stage1_weights, progress, resume):
-    if resume and stage1_weights is None and os.path.isfile(os.path.join(root, "stage1", "best.weights.h5")):
-        stage1_weights = os.path.join(root, "stage1", "best.weights.h5")
+def _train_stages(config, strategy, root, stages, progress, resume):
+    stage1_best = os.path.join(root, "stage1", "best.weights.h5")
+    stage1_weights = stage1_best if resume and os.path.isfile(stage1_best) else config.init_weights
     train, val, test = split_pairs(config)
     sources.check_pairs(train + val)
+    if is_chief(strategy) and config.export and config.export_dir:
+        check_export_folder(config.export_dir)  # now, not after the training
     results = {"test": test}
     if 1 in stages:
-        first = train_stage(config, 1, os.path.join(root, "stage1"), train, val, resume=resume, progress=progress)
+        first = train_stage(config, strategy, 1, os.path.join(root, "stage1"), train, val, resume=resume,
+                            progress=progress)
         stage1_weights = first["run"].best_weights
-        results["stage1"] = _finish(first, config)
-        error_dir = results["error_maps"] = _error_folder(root, first["trainer"].strategy)
+        results["stage1"] = _finish(first, config, last=2 not in stages)
+        error_dir = results["error_maps"] = _error_folder(root, strategy)
         error_paths = write_error_maps(first["trainer"], train, error_dir, progress)
     if 2 in stages:
         if stage1_weights is None:
-            raise ValueError("Stage 2 needs the stage-1 weights (train stage 1, or pass its best.weights.h5)")
+            raise ValueError("Stage 2 needs the stage-1 weights: train stage 1, or give its best.weights.h5 as "
+                             "--init_weights")
         if 1 not in stages:
-            first_trainer = EARNetTrainer(config, make_strategy(config.strategy), 1, 1)
-            first_trainer.model(tf.zeros((1, 64, 64, 3)))
-            first_trainer.model.load_weights(stage1_weights)
-            error_dir = results["error_maps"] = _error_folder(root, first_trainer.strategy)
+            first_trainer = EARNetTrainer(dataclasses.replace(config, init_weights=stage1_weights), strategy, 1, 1)
+            error_dir = results["error_maps"] = _error_folder(root, strategy)
             error_paths = write_error_maps(first_trainer, train, error_dir, progress)
-        second = train_stage(config, 2, os.path.join(root, "stage2"), train, val, stage1_weights, error_paths,
-                             resume=resume, progress=progress)
-        results["stage2"] = _finish(second, config)
+        second = train_stage(config, strategy, 2, os.path.join(root, "stage2"), train, val, stage1_weights,
+                             error_paths, resume=resume, progress=progress)
+        results["stage2"] = _finish(second, config, last=True)
     last_run = (second if 2 in stages else first)["run"]
     if test and last_run.chief:
         results["test_ids"] = write_ids(test, os.path.join(root, TEST_IDS))
@@ -252,14 +255,14 @@ def _error_folder(root, strategy):
     return os.path.join(root, "error_maps" if is_chief(strategy) else f".error_maps_worker{task_id(strategy)}")
 
 
-def _finish(stage_result, config):
+def _finish(stage_result, config, last):
     """Best validation metrics (over the whole log, resumed epochs included) and, when asked, the export of the
-    stage's best model."""
+    stage's best model (the last stage's to `config.export_dir` when given)."""
     trainer, run = stage_result["trainer"], stage_result["run"]
     log_rows = run.read_log() or stage_result["history"]
     best = max(log_rows, key=lambda row: row["val_F1"]) if log_rows else {}
     out = {"run_dir": run.path, "best": best}
     if run.chief and config.export:
-        exported = export_model(trainer.model, run.export, input_size=None, task="vessel")
-        out["export"] = {name: result["path"] for name, result in exported.items()}
+        stage_config = config if last else dataclasses.replace(config, export_dir=None)
+        out["export"] = export_best(trainer.model, run, stage_config, None, trainer.task)
     return out

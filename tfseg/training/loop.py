@@ -1,9 +1,9 @@
-"""PraNet training: one custom loop that runs unchanged under every tf.distribute strategy.
+"""The training loop shared by every model family: one custom loop that runs unchanged under every
+tf.distribute strategy, with run folders, checkpoints, resume, logs and the export of the best model.
 
-Keras 3 `fit` fails under MultiWorkerMirroredStrategy (tensorflow#72388), so the step is `strategy.run` over
-a distributed dataset. The recipe follows the official MyTrain.py: Adam, structure loss on all four maps,
-element-wise gradient clipping, step decay `lr * decay_rate ** (epoch // decay_epoch)`, optional multi-scale
-training (each batch at 0.75/1/1.25 of the size, one optimizer step per scale).
+Keras 3 `fit` fails under MultiWorkerMirroredStrategy (tensorflow#72388), so the step is `strategy.run` over a
+distributed dataset. A family (tfseg.training.pranet, tfseg.training.earnet) gives a config extending
+`TrainingConfig` and a trainer extending `SegmentationTrainer`; nothing here holds a family's defaults.
 """
 
 import dataclasses
@@ -12,69 +12,50 @@ import logging
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from tfseg.data import pipeline, sources
-from tfseg.export import check_export_folder, export_model
-from tfseg.losses import StructureLoss
-from tfseg.models import PraNet
+from tfseg.export import export_model
 from tfseg.training.checkpoints import RunDirectory
-from tfseg.training.strategy import is_chief, is_multiworker, make_strategy, task_id
+from tfseg.training.strategy import is_chief, is_multiworker, task_id
 
 log = logging.getLogger(__name__)
+LEGACY_SETTINGS = {"trained_model_path": "export_dir"}  # names in args.json of runs by earlier versions
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class TrainingConfig:
+    """The settings every family has. The family's config gives the defaults of the first group."""
+
     data_path: str
-    val_path: str = None  # a separate validation folder, or
-    split_file: str = None  # ids of the validation images, or
-    val_fraction: float = 0.1  # a seeded split of data_path
-    backbone: str = "resnet50"
-    backbone_weights: str = "imagenet"
-    channels: int = 32
-    epochs: int = 20
-    lr: float = 1e-4
-    batch_size: int = 16  # global, over all replicas
-    input_size: int = 352
-    gclip: float = 0.5
-    decay_rate: float = 0.1
-    decay_epoch: int = 50
-    multiscale: bool = False
-    augment: bool = False
-    weighted_bce: bool = True
+    epochs: int
+    lr: float
+    batch_size: int  # global, over all replicas
+    steps_per_epoch: int  # None or 0: one pass over the training images in full batches (the data repeats)
+    val_fraction: float  # of the training images, held out to pick the best checkpoint
+    gclip: float  # element-wise clip of the global-batch gradient (0: off)
     strategy: str = "auto"
     mixed_precision: bool = False
     seed: int = 0
-    steps_per_epoch: int = None  # default: every full batch once (the data repeats, so more is fine)
+    init_weights: str = None  # a .weights.h5 to start from (see the family)
     logdir: str = "runs"
     run_name: str = None
-    trained_model_path: str = None  # where the final model goes (default: <run>/export)
+    export_dir: str = None  # where the best model is exported (default: <run folder>/export)
     export: bool = True
 
+    @classmethod
+    def from_stored(cls, stored, **overrides):
+        """The config of an args.json (lists back to tuples, renamed settings of earlier versions), with the
+        `overrides` that are not None."""
+        stored = {LEGACY_SETTINGS.get(key, key): value for key, value in stored.items()}
+        tuples = {f.name for f in dataclasses.fields(cls) if isinstance(f.default, tuple)}
+        stored = {key: tuple(value) if key in tuples and value is not None else value for key, value in stored.items()}
+        return cls(**{**stored, **{key: value for key, value in overrides.items() if value is not None}})
 
-def load_pairs(config):
-    """(train, val) pairs from separate folders, a split file of validation ids, or a seeded split."""
-    pairs = sources.find_pairs(config.data_path)
-    if config.val_path:
-        train, val = pairs, sources.find_pairs(config.val_path)
-    elif config.split_file:
-        train, val = sources.split_by_file(pairs, config.split_file)
-    else:
-        train, val = sources.split_pairs(pairs, config.val_fraction, config.seed)
-    sources.check_pairs(train + val)  # every file decodes: before the overlap check reads their bytes
-    if config.val_path:
-        sources.check_disjoint(train, val)
-    return train, val
-
-
-def dice_per_image(logits, masks):
-    """Dice of sigmoid(logits) > 0.5 per image; an image with empty mask and empty prediction scores 1."""
-    pred = tf.cast(tf.cast(logits, tf.float32) > 0.0, tf.float32)
-    inter = tf.reduce_sum(pred * masks, (1, 2, 3))
-    total = tf.reduce_sum(pred, (1, 2, 3)) + tf.reduce_sum(masks, (1, 2, 3))
-    return tf.where(total > 0, 2.0 * inter / tf.maximum(total, 1.0), 1.0)
+    def run_folder(self, prefix):
+        """`<logdir>/<run_name>`, by default `<logdir>/<prefix>_<time>`."""
+        return os.path.join(self.logdir, self.run_name or f"{prefix}_{datetime.datetime.now():%Y%m%d-%H%M%S}")
 
 
 class SegmentationTrainer:
@@ -82,6 +63,7 @@ class SegmentationTrainer:
     epoch. Subclasses give the model, optimizer, per-image loss, datasets and validation."""
 
     score_name = "val_dice"  # the validation metric that picks the best weights
+    task = None  # the evaluation protocol of the exported model: "polyp" | "vessel"
 
     def __init__(self, config, strategy):
         self.config, self.strategy = config, strategy
@@ -96,9 +78,17 @@ class SegmentationTrainer:
             self.optimizer.build(self.model.trainable_variables)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
             self.best_score = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch,
-                                              best_dice=self.best_score)
+        self.checkpoint = tf.train.Checkpoint(best_score=self.best_score, **self._checkpointed())
         self._step = tf.function(self._distributed_step)
+
+    def _checkpointed(self):
+        return {"model": self.model, "optimizer": self.optimizer, "epoch": self.epoch}
+
+    def restore(self, path):
+        """Restores a checkpoint, also one written before the best score was named `best_score` (`best_dice`)."""
+        legacy = any(name.startswith("best_dice/") for name, _ in tf.train.list_variables(path))
+        tf.train.Checkpoint(**{"best_dice" if legacy else "best_score": self.best_score},
+                            **self._checkpointed()).restore(path)
 
     def _replica_step(self, *batch):
         with tf.GradientTape() as tape:
@@ -139,83 +129,6 @@ class SegmentationTrainer:
                 bar.update()
                 bar.set_postfix(loss=f"{float(mean.result()):.4f}")
         return float(mean.result())
-
-
-class PraNetTrainer(SegmentationTrainer):
-    """PraNet: Adam, structure loss over the four maps, step decay, optional multi-scale steps."""
-
-    def __init__(self, config, strategy):
-        self.loss_fn = StructureLoss(config.weighted_bce, reduction=None)
-        self.sizes = pipeline.multiscale_sizes(config.input_size) if config.multiscale else [config.input_size]
-        super().__init__(config, strategy)
-        ra2_dice = lambda images, masks: dice_per_image(self.model(images, training=False)[-1], masks)
-        self._val_dice = tf.function(ra2_dice, reduce_retracing=True)
-
-    def build_model(self):
-        c = self.config
-        return PraNet(c.backbone, c.backbone_weights, c.channels)
-
-    def make_optimizer(self):
-        return keras.optimizers.Adam(self.config.lr)
-
-    def replica_loss(self, images, masks, size):
-        if size != self.config.input_size:
-            images, masks = pipeline.rescale_batch(images, masks, size)
-        return self.loss_fn(masks, self.model(images, training=True))
-
-    def on_epoch_start(self, epoch):
-        c = self.config
-        self.optimizer.learning_rate.assign(c.lr * c.decay_rate ** (epoch // c.decay_epoch))
-
-    def train_on_batch(self, batch):
-        images, masks = batch
-        losses = {size: self._step(images, masks, size) for size in self.sizes}  # one trace per scale
-        return losses[self.config.input_size]
-
-    def validate(self, dataset):
-        """{"val_dice": mean per-image Dice of the ra2 map} (inference mode; the whole set on every worker)."""
-        scores = [self._val_dice(images, masks) for images, masks in dataset]
-        return {"val_dice": float(tf.reduce_mean(tf.concat(scores, 0))) if scores else float("nan")}
-
-    def train_dataset(self, pairs, epoch):
-        """Per-epoch dataset (seed + epoch: a resumed run sees the same order), endless so that every worker
-        runs the same number of steps, each pass freshly augmented."""
-        c = self.config
-        fn = lambda ctx: pipeline.make_dataset(pairs, c.backbone, c.input_size, c.batch_size, training=True,
-                                                augment=c.augment, seed=c.seed + epoch, input_context=ctx,
-                                                repeat=True)
-        return self.strategy.distribute_datasets_from_function(fn)
-
-
-def _run_folder(config):
-    name = config.run_name or f"pranet_{config.backbone}_{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    return os.path.join(config.logdir, name)
-
-
-def resume_config(run_dir, **overrides):
-    """The configuration stored in `run_dir`, with the overrides that are not None (e.g. more epochs)."""
-    stored = RunDirectory(run_dir).read_args()
-    return TrainConfig(**{**stored, **{k: v for k, v in overrides.items() if v is not None}})
-
-
-def train_pranet(config, resume=None, progress=True):
-    """Trains PraNet as configured, or continues the run folder `resume` from its last checkpoint (pass
-    `resume_config(resume)` as config), exports the best model and returns
-    `{"run_dir", "best_dice", "history", "export"}`."""
-    strategy = make_strategy(config.strategy)
-    run = open_run(config, strategy, resume, _run_folder(config))
-    keras.utils.set_random_seed(config.seed)
-    train_pairs, val_pairs = load_pairs(config)
-    if run.chief and config.export:
-        check_export_folder(config.trained_model_path or run.export)  # now, not after the training
-    trainer = PraNetTrainer(config, strategy)
-    val_data = pipeline.make_dataset(val_pairs, config.backbone, config.input_size, config.batch_size,
-                                     training=False)
-    result = run_training(trainer, run, train_pairs, val_data, len(val_pairs), resume, progress)
-    result["best_dice"] = result["best_score"]
-    if run.chief and config.export:
-        result["export"] = export_best(trainer.model, run, config)
-    return result
 
 
 def open_run(config, strategy, resume, new_folder):
@@ -265,7 +178,7 @@ def _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress):
     if resume:
         run.remove_leftovers()
         if manager.latest_checkpoint:
-            trainer.checkpoint.restore(manager.latest_checkpoint)
+            trainer.restore(manager.latest_checkpoint)
             log.info("Resumed %s at epoch %d", manager.latest_checkpoint, int(trainer.epoch.numpy()))
     start = int(trainer.epoch.numpy())
     if start > config.epochs:
@@ -306,13 +219,15 @@ def _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress):
     return {"run_dir": run.path, "best_score": float(trainer.best_score.numpy()), "history": history}
 
 
-def export_best(trained, run, config):
-    """Copies the best weights into a float32 single-device model (outside any strategy) and exports it."""
+def export_best(trained, run, config, input_size, task):
+    """Copies the best weights into a float32 single-device copy of the trained model (outside any strategy and
+    mixed-precision policy) and exports it to `config.export_dir` or the run's export folder; returns {format:
+    path}."""
     keras.mixed_precision.set_dtype_policy("float32")
-    model = PraNet.from_config(trained.get_config())
+    model = type(trained).from_config(trained.get_config())
+    model(np.zeros((1, 64, 64, 3), "float32"), training=False)  # builds subclassed models
     model.set_weights(trained.get_weights())
     if os.path.isfile(run.best_weights):
         model.load_weights(run.best_weights)
-    folder = config.trained_model_path or run.export
-    exported = export_model(model, folder, input_size=config.input_size)
+    exported = export_model(model, config.export_dir or run.export, input_size=input_size, task=task)
     return {name: result["path"] for name, result in exported.items()}

@@ -33,7 +33,8 @@ def make_strategy(name="auto"):
             raise ValueError("strategy 'multiworker' needs TF_CONFIG describing the cluster and this task.")
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     elif name == "mirrored":
-        devices = None if tf.config.list_physical_devices("GPU") else [d.name for d in tf.config.list_logical_devices("CPU")]
+        cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+        devices = None if tf.config.list_physical_devices("GPU") else cpus
         strategy = tf.distribute.MirroredStrategy(devices)
     else:
         strategy = tf.distribute.get_strategy()

@@ -1,0 +1,51 @@
+"""Segment a video file or a camera stream with a trained model: the overlay (coloured fill, contour, HUD with
+FPS and latency) into a video file, reading, inference and writing in parallel. See README."""
+
+import argparse
+import json
+
+from tfseg import cli
+from tfseg.cli import add_flag as add
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    cli.add_model_flags(p)
+    add(p, "video", required=True, help="a video file, or a camera index (0, 1, ...)")
+    add(p, "output", default="out.mp4", help="output video (.mp4: H.264 when OpenCV can, else mp4v; .avi: MJPG)")
+    add(p, "batch_size", "--batchsize", type=int, default=1, help="frames per inference call")
+    add(p, "smooth", type=float, default=0.0,
+        help="exponential smoothing of the probabilities over time: p = ALPHA * previous + (1 - ALPHA) * p")
+    add(p, "show", action="store_true", help="also show the frames in a window (when a display exists)")
+    add(p, "report", metavar="FILE.json", help="write the run's summary as JSON")
+    add(p, "max_frames", type=int, help="stop after this many frames")
+    cli.add_verbose_flag(p)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cli.setup_logging(args.verbose)
+    from tfseg import files  # TensorFlow after the flags are parsed
+    from tfseg.inference import VideoError, segment_video
+    from tfseg.inference.video import check_writable, is_camera
+
+    try:
+        if args.report:  # checked before the work, not after the whole video
+            files.refuse_overwrite([args.report], [args.output] + ([] if is_camera(args.video) else [args.video]),
+                                   "report")
+            check_writable(args.report)
+        report = segment_video(cli.load_predictor(args), args.video, args.output, args.threshold, args.batch_size,
+                               args.smooth, args.show, max_frames=args.max_frames)
+    except (ValueError, ImportError, OSError, VideoError) as error:
+        raise SystemExit(f"error: {error}") from None
+    print(json.dumps(report, indent=2))
+    if args.report:
+        try:
+            files.write_json(args.report, report)
+        except OSError as error:
+            raise SystemExit(f"error: cannot write the report {args.report} (printed above): {error}") from None
+    print(f"Overlay video: {report['output']}" + (f"; report: {args.report}" if args.report else ""))
+
+
+console = cli.console(main)
