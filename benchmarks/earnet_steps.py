@@ -24,6 +24,7 @@ from sklearn.metrics import precision_recall_curve  # noqa: E402
 
 from tfseg.data import layouts, vessels  # noqa: E402
 from tfseg.evaluation import vessel as vessel_metrics  # noqa: E402
+from tfseg.models.hrnet import rescale, scale_as  # noqa: E402
 from tfseg.training.earnet import EARNetConfig, EARNetTrainer  # noqa: E402
 from tfseg.training.strategy import make_strategy  # noqa: E402
 
@@ -48,7 +49,7 @@ def main():
                           norm=args.norm, scale_range=tuple(args.scale_range))
     keras.utils.set_random_seed(0)
     trainer = EARNetTrainer(config, make_strategy("default"), 1, total_steps=args.steps)
-    val_data = list(vessels.make_vessel_dataset(val, 1, None, training=False))
+    val_data = list(vessels.make_vessel_dataset(val, trainer.model.normalization, 1, None, training=False))
     predictors = {text: scale_set_predictor(trainer.model, text) for text in args.eval_scales}
     batches = iter(trainer.train_dataset(train, 0))
     print(f"STARE fold 0: {len(train)} training / {len(val)} validation images; crop {args.crop}, batch "
@@ -67,7 +68,12 @@ def main():
 def scale_set_predictor(model, text):
     """tf.function: images -> vessel probability of multi-scale inference at the scales `text` ("2,1,0.5")."""
     scales = sorted((float(value) for value in text.split(",")), reverse=True)
-    return tf.function(lambda x: tf.nn.softmax(model._multi_scale(x, scales))[..., 1], reduce_retracing=True)
+
+    def predict(x):
+        passes = {scale: model.net(rescale(x, scale), training=False) for scale in scales}
+        return tf.nn.softmax(scale_as(model.fuse(passes, scales, "cls", modulated=True), x))[..., 1]
+
+    return tf.function(predict, reduce_retracing=True)
 
 
 def evaluate(predict, dataset):

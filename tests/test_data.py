@@ -286,13 +286,13 @@ def test_pgm_data_in_a_ppm_file_is_a_mask(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "backbone, expected",
+    "normalization, expected",
     [
-        ("mobilenetv2", [10 / 127.5 - 1, 100 / 127.5 - 1, 200 / 127.5 - 1]),
-        ("resnet50", [200 - 103.939, 100 - 116.779, 10 - 123.68]),  # caffe: BGR minus the ImageNet mean
+        ("tf", [10 / 127.5 - 1, 100 / 127.5 - 1, 200 / 127.5 - 1]),
+        ("caffe", [200 - 103.939, 100 - 116.779, 10 - 123.68]),  # BGR minus the ImageNet mean
     ],
 )
-def test_make_dataset_shapes_types_and_normalisation(tmp_path, backbone, expected):
+def test_make_dataset_shapes_types_and_normalisation(tmp_path, normalization, expected):
     save(tmp_path / "images" / "a.jpg", np.zeros((30, 50, 3), np.uint8))
     save(tmp_path / "images" / "b.png", np.broadcast_to(np.uint8([10, 100, 200]), (40, 20, 3)).copy())
     save(tmp_path / "images" / "c.tif", np.zeros((24, 24, 3), np.uint8))
@@ -300,7 +300,7 @@ def test_make_dataset_shapes_types_and_normalisation(tmp_path, backbone, expecte
         mask = np.zeros(size, np.uint8)
         mask[: size[0] // 2] = 255
         save(tmp_path / "masks" / f"{stem}.png", mask)
-    batches = list(make_dataset(find_pairs(tmp_path), backbone, (24, 32), batch_size=2, training=False))
+    batches = list(make_dataset(find_pairs(tmp_path), normalization, (24, 32), batch_size=2, training=False))
     assert [images.shape[0] for images, _ in batches] == [2, 1]
     images, masks = batches[0]
     assert images.shape == (2, 24, 32, 3) and masks.shape == (2, 24, 32, 1)
@@ -313,7 +313,7 @@ def test_make_dataset_shapes_types_and_normalisation(tmp_path, backbone, expecte
 def test_eval_order_is_the_file_order(tmp_path):
     values = [10 * i for i in range(7)]
     pairs = constant_pairs(tmp_path, values)
-    dataset = make_dataset(pairs, "mobilenetv2", 8, batch_size=3, training=False)
+    dataset = make_dataset(pairs, "tf", 8, batch_size=3, training=False)
     expected = [v / 127.5 - 1 for v in values]
     np.testing.assert_allclose(first_values(dataset), expected, atol=1e-5)
     np.testing.assert_allclose(first_values(dataset), expected, atol=1e-5)
@@ -503,6 +503,6 @@ def test_kvasir_standard_split_and_decoding():
     check_pairs(pairs)
     train, val = split_by_file(pairs, os.path.join(KVASIR, "pranet_kvasir_test_names.txt"))
     assert (len(train), len(val)) == (900, 100)
-    image, mask = next(iter(make_dataset(val[:2], "resnet50", 352, 2, training=False)))
+    image, mask = next(iter(make_dataset(val[:2], "caffe", 352, 2, training=False)))
     assert image.shape == (2, 352, 352, 3) and mask.shape == (2, 352, 352, 1)
     assert set(np.unique(mask.numpy())) == {0.0, 1.0}

@@ -9,6 +9,7 @@ import pytest
 from keras import ops
 
 from tests.helpers import random_images
+from tests.model_test_case import check_export_parity, check_model
 from tfseg.losses import EARNetLoss, masked_cross_entropy, masked_mse
 from tfseg.models.earnet import EARNet, error_map
 from tfseg.models.hrnet import HRNET_CONFIGS, HRNetOCR
@@ -23,9 +24,10 @@ def stage1():
 def test_odd_sizes_keep_their_shape(stage1):
     x = random_images(1, 584, 565)  # DRIVE: no power-of-two divisibility anywhere
     assert stage1(x, training=False)["pred"].shape == (1, 584, 565, 2)
-    training = stage1(random_images(2, 75, 61), training=True)
-    assert set(training) == {"pred", "aux", "pred_05", "pred_10"}
-    assert all(v.shape == (2, 75, 61, 2) for v in training.values())
+    for training in (True, False):  # one output structure in both modes
+        outputs = stage1(random_images(2, 75, 61), training=training)
+        assert set(outputs) == {"pred", "aux", "pred_05", "pred_10"}
+        assert all(v.shape == (2, 75, 61, 2) for v in outputs.values())
 
 
 def test_small_config_is_w18_small_v1(stage1):
@@ -84,7 +86,7 @@ def test_error_attention_modulates_fused_logits_in_training_and_each_scale_at_in
 
 def test_stage2_starts_from_stage1_weights(stage1):
     stage2 = EARNet.from_stage1(stage1)
-    assert stage2.scales == stage1.scales and stage2.error_attention
+    assert stage2.scales == stage1.scales and isinstance(stage2, HRNetOCR) and "error_attention" in stage2.extra_heads
     for layer in stage1.net.layers:
         for a, b in zip(layer.get_weights(), stage2.net.get_layer(layer.name).get_weights()):
             np.testing.assert_array_equal(a, b)
@@ -128,11 +130,12 @@ def test_earnet_loss_weights():
 def test_crop_padding_is_ignored_in_labels_and_error_maps():
     import tensorflow as tf
 
-    from tfseg.data.vessels import IGNORE_LABEL, augment_sample
+    from tfseg.data.vessels import augment_sample
+    from tfseg.preprocessing import IGNORE_LABEL
 
     labels, errors = tf.ones([10, 12], tf.int32), tf.zeros([10, 12], tf.int32)
     image, labels, errors = augment_sample(tf.fill([10, 12, 3], 100.0), [labels, errors],
-                                           tf.constant([1, 2], tf.int64), 32, (1.0, 1.0), 0.0, 0.0)
+                                           tf.constant([1, 2], tf.int64), 32, "torch", (1.0, 1.0), 0.0, 0.0)
     assert image.shape == (32, 32, 3) and labels.shape == errors.shape == (32, 32)
     assert (labels.numpy() == 1).sum() == (errors.numpy() == 0).sum() == 120  # the 10x12 image, all of it
     assert set(np.unique(labels)) == {1, IGNORE_LABEL} and set(np.unique(errors)) == {0, IGNORE_LABEL}
@@ -158,7 +161,7 @@ def test_a_few_steps_of_each_stage_lower_the_loss(tmp_path):
     strategy = make_strategy("default")
     keras.utils.set_random_seed(0)
     first = EARNetTrainer(config, strategy, 1, total_steps=100)
-    images, labels = next(iter(make_vessel_dataset(pairs, 2, 64, True)))
+    images, labels = next(iter(make_vessel_dataset(pairs, "torch", 2, 64, True)))
     # eagerly: the step code without its ~50 s trace (train_earnet.py runs it traced)
     losses = [float(first._distributed_step(images, labels)) for _ in range(4)]
     assert losses[-1] < losses[0], losses
@@ -167,7 +170,7 @@ def test_a_few_steps_of_each_stage_lower_the_loss(tmp_path):
     assert [os.path.basename(p) for p in error_maps] == [f"{p.stem}.png" for p in pairs]
 
     second = EARNetTrainer(config, strategy, 2, 100, str(tmp_path / "stage1.weights.h5"), error_maps)
-    batch = next(iter(make_vessel_dataset(pairs, 2, 64, True, error_maps)))
+    batch = next(iter(make_vessel_dataset(pairs, "torch", 2, 64, True, error_maps)))
     assert len(batch) == 3  # images, labels, error maps
     losses = [float(second._distributed_step(*batch)) for _ in range(4)]
     assert losses[-1] < losses[0], losses
@@ -179,8 +182,8 @@ def test_training_and_eval_batches_are_normalised_alike(tmp_path):
     from tfseg.data.vessels import make_vessel_dataset
 
     pairs = find_dataset(write_vessel_dataset(tmp_path / "v", 2, size=(40, 40)))
-    (train_images, _), = make_vessel_dataset(pairs, 2, 40, True, scale_range=(1.0, 1.0), jitter=0.0).take(1)
-    eval_images, eval_labels = next(iter(make_vessel_dataset(pairs, 1, None, False)))
+    (train_images, _), = make_vessel_dataset(pairs, "torch", 2, 40, True, scale_range=(1.0, 1.0), jitter=0.0).take(1)
+    eval_images, eval_labels = next(iter(make_vessel_dataset(pairs, "torch", 1, None, False)))
     assert eval_images.shape == (1, 40, 40, 3) and eval_labels.shape == (1, 40, 40)
     for images in (train_images, eval_images):  # ImageNet mean/std: black is (0 - 0.485) / 0.229 = -2.1
         assert -2.2 < float(np.min(images)) and float(np.max(images)) < 2.7
@@ -192,7 +195,8 @@ def test_repeated_vessel_crops_are_new_each_pass(tmp_path):
     from tfseg.data.vessels import make_vessel_dataset
 
     pairs = find_dataset(write_vessel_dataset(tmp_path / "v", 2, size=(48, 48)))
-    first, second = [labels.numpy() for _, labels in make_vessel_dataset(pairs, 2, 32, True, repeat=True).take(2)]
+    dataset = make_vessel_dataset(pairs, "torch", 2, 32, True, repeat=True)
+    first, second = [labels.numpy() for _, labels in dataset.take(2)]
     assert not np.array_equal(first, second)  # a plain .repeat() would replay the same crops
 
 
@@ -240,6 +244,7 @@ def test_cli_trains_both_stages_resumes_exports_and_evaluates(tmp_path, capsys):
     assert type(model) is EARNet and model.scales == (1.0, 0.5)
     served = tf.saved_model.load(str(export / "savedmodel"))
     x = random_images(1, 37, 45)
+    check_export_parity(model, x, export)
     assert float(np.max(np.abs(served.serve(tf.constant(x))["pred"] - model(x, training=False)["pred"]))) < 1e-4
     assert float(np.max(np.abs(model(x, training=True)["pred"] - model(x, training=False)["pred"]))) > 1e-3
 
@@ -274,3 +279,10 @@ def test_group_norm_makes_each_sample_independent_of_its_batch():
     assert np.allclose(model.net(x, training=False)["aux"], model.net(x, training=True)["aux"], atol=1e-4)
     restored = HRNetOCR.from_config(model.get_config())
     assert restored.norm == "group" and EARNet.from_stage1(model).norm == "group"
+
+
+@pytest.mark.parametrize("family", [HRNetOCR, EARNet])
+def test_hrnet_ocr_and_earnet_pass_the_model_checks(family, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = family("small", scales=(1.0, 0.5), norm="group")
+    check_model(model, random_images(1, 48, 40), tmp_path)

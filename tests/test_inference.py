@@ -12,7 +12,8 @@ import pytest
 import export_model
 import infer_image
 import infer_video
-from tests.helpers import kill_when_changed
+from tests.helpers import kill_when_changed, random_images
+from tests.model_test_case import check_export_parity
 from tfseg.data.synthetic import polyp_sample, write_polyp_video
 from tfseg.export import ExportMismatchError
 from tfseg.export import export_model as export
@@ -53,7 +54,8 @@ def image():
 
 
 def test_every_format_is_written_with_metadata(exported):
-    _, folder = exported
+    model, folder = exported
+    check_export_parity(model, random_images(1, INPUT_SIZE, INPUT_SIZE), folder, (INPUT_SIZE, INPUT_SIZE))
     assert {p.name for p in folder.iterdir()} == {"model.keras", "savedmodel", "model.onnx", "model.tflite",
                                                   "tfseg.json"}
     metadata = json.loads((folder / "tfseg.json").read_text())

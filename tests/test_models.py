@@ -4,7 +4,8 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import max_abs_diff, random_images
-from tfseg.models import PraNet, build_backbone, normalize
+from tests.model_test_case import check_model
+from tfseg.models import BACKBONES, PraNet, build_backbone, normalize
 from tfseg.models.blocks import resize_bilinear, tiled_conv
 from tfseg.models.pranet import PartialDecoder, ReverseAttention
 
@@ -108,14 +109,15 @@ def test_imagenet_download_failure_is_explained(monkeypatch):
 
 def test_normalisation_per_backbone():
     rgb = np.array([[[255.0, 0.0, 127.5]]], "float32")
-    np.testing.assert_allclose(normalize(rgb, "mobilenetv2"), [[[1.0, -1.0, 0.0]]])
-    np.testing.assert_allclose(normalize(rgb, "resnet50"), [[[127.5 - 103.939, -116.779, 255.0 - 123.68]]],
+    np.testing.assert_allclose(normalize(rgb, "tf"), [[[1.0, -1.0, 0.0]]])
+    np.testing.assert_allclose(normalize(rgb, "caffe"), [[[127.5 - 103.939, -116.779, 255.0 - 123.68]]],
                                rtol=1e-6)
     np.testing.assert_allclose(normalize(rgb, "torch"),
                                [[[(1 - 0.485) / 0.229, -0.456 / 0.224, (0.5 - 0.406) / 0.225]]], rtol=1e-6)
-    np.testing.assert_array_equal(normalize(rgb, "res2net50"), normalize(rgb, "torch"))  # PraNet's own input
-    with pytest.raises(ValueError, match="Unknown backbone"):
-        normalize(rgb, "vgg")
+    assert {name: spec.normalization for name, spec in BACKBONES.items()} == {
+        "resnet50": "caffe", "mobilenetv2": "tf", "res2net50": "torch"}  # res2net50: PraNet's own input
+    with pytest.raises(ValueError, match="Unknown normalisation"):
+        normalize(rgb, "mobilenetv2")  # a backbone is not a normalisation
 
 
 @pytest.mark.parametrize("kernel, strides, dilation", [(3, 1, 1), (3, 2, 1), ((1, 5), 1, 1), (3, 1, 2), (4, 2, 1)])
@@ -127,3 +129,7 @@ def test_tiled_conv_matches_one_conv(kernel, strides, dilation):
                           input_signature=[tf.TensorSpec([None, None, None, 8])])
     assert max_abs_diff(tiled_conv(conv, x, tile=7), expected) < 1e-5  # static shape: up to 4 x 5 tiles
     assert max_abs_diff(dynamic(x), expected) < 1e-5
+
+
+def test_pranet_passes_the_model_checks(mobilenet_pranet, tmp_path):
+    check_model(mobilenet_pranet, random_images(1, 64, 96), tmp_path)

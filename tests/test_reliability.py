@@ -252,8 +252,8 @@ folder = sys.argv[1]
 for name in ("pranet", "hrnet", "earnet"):
     assert type(Predictor.load(f"{folder}/{name}.keras").runtime.model).__name__ == name.replace(
         "pranet", "PraNet").replace("hrnet", "HRNetOCR").replace("earnet", "EARNet")
-test_model.main(["--model", folder + "/earnet.keras", "--data_path", folder + "/vessels", "--task", "vessel",
-                 "--output", folder + "/eval", "--no_plots", "--quiet", "--workers", "1"])
+test_model.main(["--model", folder + "/earnet.keras", "--data_path", folder + "/vessels", "--output",
+                 folder + "/eval", "--no_plots", "--quiet", "--workers", "1"])  # the vessel protocol: the model's
 infer_image.main(["--model", folder + "/earnet.keras", "--image", folder + "/vessels/images", "--output",
                   folder + "/segmented", "--quiet"])
 export_model.main(["--model", folder + "/earnet.keras", "--formats", "keras", "--output", folder + "/export"])
@@ -282,3 +282,6 @@ def test_every_model_family_loads_from_a_keras_file_in_a_fresh_process(tmp_path)
     assert sorted(os.listdir(tmp_path / "segmented")) == sorted(
         f"vessel_{i:04d}_{kind}.png" for i in range(2) for kind in ("mask", "prob", "overlay"))
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["vessels"]["n_images"] == 2
+    assert "AUC" in json.loads((tmp_path / "eval" / "results.json").read_text())["vessels"]  # vessel protocol
+    exported = json.loads((tmp_path / "export" / "tfseg.json").read_text())
+    assert exported["task"] == "vessel" and exported["input_size"] is None  # any size, from the bare .keras

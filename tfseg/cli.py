@@ -23,13 +23,14 @@ def add_verbose_flag(parser):
 
 def setup_logging(verbose=False, timestamps=False):
     """INFO messages of tfseg and the command itself; other libraries' (tf2onnx prints hundreds of lines per ONNX
-    export, absl a line per checkpoint) only from WARNING, unless `verbose`."""
+    export, absl a line per checkpoint) only from WARNING, unless `verbose`. Leaves a logging configuration the
+    process already has (an application's, pytest's) as it is."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(("%(asctime)s " if timestamps else "") + "%(levelname)s: %(message)s"))
     if not verbose:
         handler.addFilter(lambda record: record.levelno >= logging.WARNING
                           or record.name.split(".")[0] in OWN_LOGGERS)
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.basicConfig(level=logging.INFO, handlers=[handler])  # no-op where logging is configured already
 
 
 def run(main, argv=None):

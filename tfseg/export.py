@@ -27,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfseg import files
-from tfseg.inference.predictor import EXPORT_FILES, METADATA_FILE, load_runtime, probability_map, size_pair
+from tfseg.inference.predictor import EXPORT_FILES, METADATA_FILE, load_runtime, probability_map
+from tfseg.models.spec import size_pair
 
 log = logging.getLogger(__name__)
 FORMATS = ("keras", "savedmodel", "onnx", "tflite")
@@ -43,18 +44,16 @@ class ExportFolderError(ValueError):
     """The output folder cannot take an export (it holds other things than an earlier export)."""
 
 
-def model_metadata(model, input_size, task="polyp"):
-    """What a predictor needs to reproduce the training-time preprocessing."""
-    return {
-        "architecture": type(model).__name__,
-        "config": model.get_config(),
-        "input_size": None if input_size is None else list(size_pair(input_size)),  # None: the image's own size
-        "normalization": model.normalization,
-        "task": task,
-        "outputs": list(model.output_names),
-        "prediction_index": model.prediction_output,
-        "activation": model.output_activation,
-    }
+def export_spec(model, input_size=None):
+    """The model's inference spec (tfseg.models.spec), with `input_size` (an int or (h, w)) for the size the
+    exported files are made for, if given."""
+    return {**model.inference_spec(), **({} if input_size is None else {"input_size": list(size_pair(input_size))})}
+
+
+def model_metadata(model, spec):
+    """tfseg.json: the inference spec under its own names, and which model it is."""
+    return {"architecture": type(model).__name__, "config": model.get_config(), "outputs": list(model.output_names),
+            **spec}
 
 
 def input_spec(input_size):
@@ -62,51 +61,49 @@ def input_spec(input_size):
     return tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
 
 
-def prediction_function(model, input_size):
+def prediction_function(model, spec):
     """tf.function: normalised images -> the prediction output's logits, in inference mode (keras#23166)."""
-    return tf.function(lambda images: model(images, training=False)[model.prediction_output],
-                       input_signature=[input_spec(input_size)])
+    return tf.function(lambda images: model(images, training=False)[spec["prediction_output"]],
+                       input_signature=[input_spec(spec["input_size"])])
 
 
-def export_savedmodel(model, path, input_size, task="polyp"):
+def export_savedmodel(model, path, spec):
     """The SavedModel with `serve` and `serve_uint8` endpoints, and its `tfseg.json`."""
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=[input_spec(None)])
     archive.add_endpoint(
         "serve_uint8",
-        lambda images: probability_map(images, tf.shape(images)[1:3], lambda x: model(x, training=False),
-                                       input_size, model.normalization, model.prediction_output,
-                                       model.output_activation),
+        lambda images: probability_map(images, tf.shape(images)[1:3], lambda x: model(x, training=False), spec),
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     archive.write_out(path, verbose=False)
-    metadata = model_metadata(model, input_size, task)
+    metadata = model_metadata(model, spec)
     metadata["files"] = {"savedmodel": {"path": ".", "fingerprint": files.fingerprint(path, {METADATA_FILE})}}
     write_metadata(path, metadata)
 
 
-def export_onnx(model, path, input_size, task="polyp"):
+def export_onnx(model, path, spec):
     """ONNX via tf2onnx (what Keras' own `export(format="onnx")` runs), the metadata embedded as "tfseg"."""
     try:
         import onnx
         import tf2onnx
     except ImportError as error:
         raise ImportError("ONNX export needs onnx and tf2onnx: pip install -r requirements.txt") from error
-    function = prediction_function(model, input_size)
+    function = prediction_function(model, spec)
     proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=ONNX_OPSET)
-    proto.metadata_props.add(key="tfseg", value=json.dumps(model_metadata(model, input_size, task)))
+    proto.metadata_props.add(key="tfseg", value=json.dumps(model_metadata(model, spec)))
     onnx.save(proto, path)
 
 
-def export_tflite(model, path, input_size, task="polyp"):
+def export_tflite(model, path, spec):
     """TFLite (builtin ops only, float32) from the concrete prediction function."""
-    function = prediction_function(model, input_size).get_concrete_function()
+    function = prediction_function(model, spec).get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
     with open(path, "wb") as f:
         f.write(converter.convert())
 
 
-def export_keras(model, path, input_size, task="polyp"):
+def export_keras(model, path, spec):
     model.save(path)
 
 
@@ -117,10 +114,10 @@ def write_metadata(folder, metadata):
     files.write_json(os.path.join(folder, METADATA_FILE), metadata)
 
 
-def max_export_difference(model, path, input_size, metadata, seed=0):
+def max_export_difference(model, path, metadata, seed=0):
     """Max |logits of the export - logits of `model(x, training=False)`| on a random batch of two."""
     runtime, _ = load_runtime(path, metadata=metadata)
-    height, width = CHECK_SIZE if input_size is None else size_pair(input_size)
+    height, width = CHECK_SIZE if metadata["input_size"] is None else metadata["input_size"]
     x = np.random.default_rng(seed).normal(size=(2, height, width, 3)).astype("float32")
     expected = keras.ops.convert_to_numpy(model(x, training=False)[model.prediction_output])
     return float(np.max(np.abs(runtime(x) - expected)))
@@ -164,12 +161,12 @@ def check_export_folder(folder):
     return [entry for entry in entries if entry not in ours]
 
 
-def export_model(model, folder, formats=("keras", "savedmodel"), input_size=None, task="polyp", tolerance=1e-3):
+def export_model(model, folder, formats=("keras", "savedmodel"), input_size=None, tolerance=1e-3):
     """Writes each format (model.keras, savedmodel/, model.onnx, model.tflite) with `tfseg.json` into a temporary
     sibling of `folder`, checks each against `model` (ExportMismatchError beyond `tolerance`, the max absolute
     logit difference), then swaps it in as `folder`. An earlier export there is replaced whole (files of formats
-    not asked for now go with it); the user's own files in it are kept. Returns {format: {"path",
-    "max_abs_diff"}}."""
+    not asked for now go with it); the user's own files in it are kept. `input_size`: the size the files are made
+    for (default: the model's, its inference spec). Returns {format: {"path", "max_abs_diff"}}."""
     formats = check_formats(formats)
     folder = os.path.abspath(folder)
     kept = check_export_folder(folder)
@@ -177,7 +174,8 @@ def export_model(model, folder, formats=("keras", "savedmodel"), input_size=None
     staging = files.temporary_name(folder)
     try:
         os.makedirs(staging)
-        results, metadata = _write_formats(model, staging, formats, input_size, task, tolerance, folder)
+        results, metadata = _write_formats(model, staging, formats, export_spec(model, input_size), tolerance,
+                                           folder)
         _copy_entries(folder, staging, kept)  # copies: the previous folder stays whole until the swap
         write_metadata(staging, metadata)
         files.replace_folder(staging, folder)
@@ -199,16 +197,16 @@ def _copy_entries(source, target, names):
             shutil.copy2(os.path.join(source, name), os.path.join(target, name), follow_symlinks=False)
 
 
-def _write_formats(model, folder, formats, input_size, task, tolerance, destination):
+def _write_formats(model, folder, formats, spec, tolerance, destination):
     """Every format into `folder`, each checked; returns (results, metadata with the files' fingerprints)."""
-    metadata = model_metadata(model, input_size, task)
+    metadata = model_metadata(model, spec)
     results = {}
     for name in FORMATS:
         if name not in formats:
             continue
         path = os.path.join(folder, EXPORT_FILES[name])
-        EXPORTERS[name](model, path, input_size, task)
-        difference = max_export_difference(model, path, input_size, metadata)
+        EXPORTERS[name](model, path, spec)
+        difference = max_export_difference(model, path, metadata)
         results[name] = {"path": path, "max_abs_diff": difference}
         if not difference <= tolerance:
             raise ExportMismatchError(f"{name} export {os.path.join(destination, EXPORT_FILES[name])} differs "

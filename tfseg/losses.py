@@ -9,6 +9,8 @@ the error-attention MSE of stage 2.
 import keras
 from keras import ops
 
+from tfseg.preprocessing import IGNORE_LABEL
+
 BOX = 31  # F.avg_pool2d(mask, kernel_size=31, stride=1, padding=15)
 
 
@@ -72,7 +74,7 @@ def _labels(labels):
     return ops.cast(labels, "int32")
 
 
-def masked_cross_entropy(labels, logits, ignore_label=255):
+def masked_cross_entropy(labels, logits, ignore_label=IGNORE_LABEL):
     """Per-image mean softmax cross-entropy over the pixels whose label is not `ignore_label` (torch's
     `CrossEntropyLoss(ignore_index=255)`, averaged per image); 0 for an image with no valid pixel."""
     labels = _labels(labels)
@@ -82,7 +84,7 @@ def masked_cross_entropy(labels, logits, ignore_label=255):
     return ops.sum(-picked * valid, axis=(1, 2)) / ops.maximum(ops.sum(valid, axis=(1, 2)), 1.0)
 
 
-def masked_mse(targets, predictions, ignore_label=255):
+def masked_mse(targets, predictions, ignore_label=IGNORE_LABEL):
     """Per-image mean of (A - E)^2 over the pixels where the target E is not `ignore_label`."""
     targets = _labels(targets)
     valid = ops.cast(targets != ignore_label, predictions.dtype)
@@ -95,7 +97,7 @@ class EARNetLoss:
     `HRNetOCR(training=True)`, plus `0.5 * MSE(A, E)` in stage 2 (`error_maps` given). Plain cross-entropy with
     ignore label 255 replaces the official code's RMI loss on the first term (a documented choice)."""
 
-    def __init__(self, aux_weight=0.4, scale_weight=0.05, error_weight=0.5, ignore_label=255):
+    def __init__(self, aux_weight=0.4, scale_weight=0.05, error_weight=0.5, ignore_label=IGNORE_LABEL):
         self.aux_weight, self.scale_weight = aux_weight, scale_weight
         self.error_weight, self.ignore_label = error_weight, ignore_label
 

@@ -17,7 +17,6 @@ def parse_args(argv=None):
     add(p, "backbone", help="backbone of a PraNet .weights.h5 --model")
     add(p, "input_size", "--inputsize", type=int, nargs="+",
         help="input size H [W] the ONNX/TFLite files are made for (default: the model's training size)")
-    add(p, "task", choices=["polyp", "vessel"], help="default: the model's metadata, else polyp")
     add(p, "tolerance", type=float, default=1e-3, help="largest allowed max |logit difference| vs Keras")
     cli.add_verbose_flag(p)
     return p.parse_args(argv)
@@ -28,7 +27,7 @@ def main(argv=None):
     cli.setup_logging(args.verbose)
     from tfseg.export import ExportMismatchError, check_formats, export_model  # TensorFlow after the flags
     from tfseg.files import refuse_inside
-    from tfseg.inference.predictor import check_fingerprint, keras_metadata, load_keras_model, read_metadata
+    from tfseg.inference.predictor import check_fingerprint, load_keras_model, read_metadata
 
     source = Path(args.model)
     try:
@@ -41,10 +40,9 @@ def main(argv=None):
         stored = read_metadata(source)
         check_fingerprint(source, stored)
         model = load_keras_model(source, args.backbone)
-        metadata = stored or keras_metadata(model)
-        input_size = (args.input_size * 2)[:2] if args.input_size else metadata["input_size"]  # H [W]
-        results = export_model(model, args.output, formats, input_size, args.task or metadata.get("task", "polyp"),
-                               args.tolerance)
+        # the size: asked for (H [W]), else the one the model was exported at, else its own (inference spec)
+        input_size = (args.input_size * 2)[:2] if args.input_size else (stored or {}).get("input_size")
+        results = export_model(model, args.output, formats, input_size, args.tolerance)
     except (OSError, ValueError, ImportError, ExportMismatchError) as error:
         raise SystemExit(f"error: {error}") from None
     print(f"\n{'format':<11} {'max |logit diff| vs Keras':>26}  path")

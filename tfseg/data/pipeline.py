@@ -1,4 +1,6 @@
-"""tf.data pipelines of (image, mask) pairs: decode, resize, augment, normalise, batch.
+"""tf.data pipelines of (image, mask) pairs: the core every dataset shares (`batches`: seeded order, sharding,
+endless passes, per-sample seeds, batching), the decoders, and PraNet's dataset (`make_dataset`: resize,
+augment, normalise). The vessel dataset (tfseg.data.vessels) is the same core with other samples.
 
 Every file is decoded to RGB float32 on the 8-bit scale [0, 255] by a decoder picked in Python from its
 extension: TF's own decoders for jpg/jpeg/bmp/gif (8-bit) and png (read as 16-bit, so 16-bit files keep their
@@ -15,7 +17,7 @@ import tensorflow as tf
 
 from tfseg.data.augment import joint_augment
 from tfseg.data.sources import DatasetError
-from tfseg.models.backbones import normalize
+from tfseg.preprocessing import normalize
 
 TF_8BIT, TF_16BIT, OPENCV = range(3)  # decoders, the branches of `_decode_rgb`
 DECODER_BY_EXTENSION = {
@@ -87,39 +89,52 @@ def binarize_mask(gray):
     return tf.cast(gray > threshold, tf.float32)
 
 
-def make_dataset(pairs, backbone, input_size, batch_size, training, augment=False, seed=0,
+def make_dataset(pairs, normalization, input_size, batch_size, training, augment=False, seed=0,
                  input_context=None, drop_remainder=None, repeat=False):
-    """Batches `(images (B, h, w, 3) normalised for backbone, masks (B, h, w, 1) in {0, 1})`, float32.
+    """Batches `(images (B, h, w, 3) normalised as `normalization` (tfseg.preprocessing), masks (B, h, w, 1) in
+    {0, 1})`, float32, resized to `input_size`. Training: optionally augmented (`joint_augment`); see `batches`
+    for order, sharding, repetition and batching. Eval: file order, no augmentation."""
+    size = _height_width(input_size)
 
-    Training: the pairs are shuffled in Python with `seed` (fixed order however often the dataset is iterated;
-    the trainer builds one per epoch with seed + epoch, so a resumed run sees the same order), then optionally
-    augmented with per-sample seeds derived from (seed, pipeline id, position). Eval: file order, no augmentation.
-    Order is deterministic in both. `repeat` (training): endless, every pass reshuffled and augmented afresh
-    (a plain `.repeat()` afterwards would replay the first pass's augmentations). `input_context`
-    (tf.distribute.InputContext) shards the files and turns `batch_size` (global) into the per-replica batch
-    size. drop_remainder defaults to `training`.
-    """
-    pairs = list(pairs)
-    if not pairs:
-        raise DatasetError("make_dataset got no pairs")
+    def sample(row, sample_seed):
+        image, mask = _decode_resized(row, size)
+        if training and augment:
+            image, mask = joint_augment(image, mask, sample_seed)
+        return normalize(image, normalization), mask
+
+    return batches(file_columns(pairs), batch_size, training, sample, seed, input_context, drop_remainder, repeat)
+
+
+def batches(columns, batch_size, training, sample, seed=0, input_context=None, drop_remainder=None, repeat=False):
+    """The pipeline core: `columns` (lists with an entry per sample, e.g. `file_columns`) -> batches of
+    `sample(row, seed)`, where `seed` is the sample's own stateless seed, derived from (seed, input pipeline,
+    position). Deterministic: training takes the samples in a seeded order fixed however often the dataset is
+    iterated (the trainers build one per epoch with seed + epoch, so a resumed run sees the same order), eval in
+    file order. `repeat` (training): endless, every pass reshuffled and sampled afresh (a plain `.repeat()`
+    afterwards would replay the first pass's augmentations). `input_context` (tf.distribute.InputContext) shards
+    the samples and turns `batch_size` (global) into the per-replica batch size. drop_remainder defaults to
+    `training`."""
+    columns = [list(column) for column in columns]
+    if not columns[0]:
+        raise DatasetError("The dataset has no samples")
     if training:
-        pairs = [pairs[i] for i in np.random.default_rng(seed).permutation(len(pairs))]
+        order = np.random.default_rng(seed).permutation(len(columns[0]))
+        columns = [[column[i] for i in order] for column in columns]
     num_pipelines, pipeline_id = 1, 0
     if input_context is not None:
         num_pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     drop_remainder = training if drop_remainder is None else drop_remainder
-    n_local = len(range(pipeline_id, len(pairs), num_pipelines))
+    n_local = len(range(pipeline_id, len(columns[0]), num_pipelines))
     if drop_remainder and n_local < batch_size:
         raise DatasetError(f"{n_local} sample(s) per input pipeline cannot fill one batch of {batch_size}")
-    dataset = tf.data.Dataset.from_tensor_slices(_file_columns(pairs)).shard(num_pipelines, pipeline_id)
-    size = _height_width(input_size)
-    if training:
-        parse = _train_parser(backbone, size, augment, tf.constant([seed, pipeline_id], tf.int64))
-        dataset = endless(dataset, n_local, seed).enumerate() if repeat else dataset.enumerate()
-    else:
-        parse = _eval_parser(backbone, size)
-    dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = tf.data.Dataset.from_tensor_slices(tuple(columns)).shard(num_pipelines, pipeline_id)
+    if training and repeat:
+        dataset = endless(dataset, n_local, seed)
+    base_seed = tf.constant([seed, pipeline_id], tf.int64)
+    dataset = dataset.enumerate().map(
+        lambda index, row: sample(row, tf.random.experimental.stateless_fold_in(base_seed, index)),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
@@ -129,28 +144,15 @@ def endless(dataset, size, seed):
     return dataset.concatenate(dataset.shuffle(max(size, 1), seed=seed, reshuffle_each_iteration=True).repeat())
 
 
-def _file_columns(pairs):
-    """(image paths, image decoders, mask paths, mask decoders): the decoders are chosen here, in Python."""
-    return (
-        [p.image for p in pairs], [decoder_index(p.image) for p in pairs],
-        [p.mask for p in pairs], [decoder_index(p.mask) for p in pairs],
-    )
-
-
-def _train_parser(backbone, size, augment, seed):
-    def parse(index, columns):
-        image, mask = _decode_resized(columns, size)
-        if augment:
-            image, mask = joint_augment(image, mask, tf.random.experimental.stateless_fold_in(seed, index))
-        return normalize(image, backbone), mask
-    return parse
-
-
-def _eval_parser(backbone, size):
-    def parse(*columns):
-        image, mask = _decode_resized(columns, size)
-        return normalize(image, backbone), mask
-    return parse
+def file_columns(pairs, extra=None):
+    """(image paths, image decoders, mask paths, mask decoders[, extra paths, extra decoders]): a row per pair,
+    the decoders chosen here, in Python; `extra`: one more file per pair (e.g. an error map)."""
+    pairs = list(pairs)
+    columns = [[p.image for p in pairs], [decoder_index(p.image) for p in pairs],
+               [p.mask for p in pairs], [decoder_index(p.mask) for p in pairs]]
+    if extra is not None:
+        columns += [list(extra), [decoder_index(path) for path in extra]]
+    return columns
 
 
 def _decode_resized(columns, size):

@@ -1,23 +1,20 @@
-"""Retinal-vessel training data: k-fold splits and the tf.data pipeline of EAR-Net's recipe
-(random scale 0.5-2.0, random crop padded with the ignore label, flips, rotation, colour jitter 0.25).
+"""Retinal-vessel training data: k-fold splits and the samples of EAR-Net's recipe (random scale 0.5-2.0,
+random crop padded with the ignore label, flips, rotation, colour jitter 0.25) on the shared pipeline core
+(`tfseg.data.pipeline.batches`).
 
 Labels are int32 maps: 0 background, 1 vessel, IGNORE_LABEL where no loss looks (crop padding). Stage 2 adds
 the error maps (0/255 PNGs named like the images, read as {0, 1}), augmented with the same geometry and padded
 with IGNORE_LABEL too (the official code pads them with the vessel mask: a bug not copied).
 """
 
-import os
 
 import numpy as np
 import tensorflow as tf
 
 from tfseg.data.augment import jitter_colour, random_transform
-from tfseg.data.pipeline import decode_columns, decoder_index, endless
+from tfseg.data.pipeline import batches, decode_columns, file_columns
 from tfseg.data.sources import DatasetError
-from tfseg.models.backbones import normalize
-
-IGNORE_LABEL = 255
-NORMALIZATION = "torch"  # ImageNet mean/std on [0, 1], as NVIDIA's code
+from tfseg.preprocessing import IGNORE_LABEL, normalize
 
 
 def kfold_split(pairs, folds, fold, seed=0):
@@ -30,52 +27,21 @@ def kfold_split(pairs, folds, fold, seed=0):
     return ([p for i, p in enumerate(pairs) if i not in val_index], [p for i, p in enumerate(pairs) if i in val_index])
 
 
-def error_map_paths(pairs, folder):
-    """The error map of each pair: `folder/<image stem>.png`; raises DatasetError listing missing ones."""
-    paths = [os.path.join(folder, f"{p.stem}.png") for p in pairs]
-    missing = [os.path.basename(path) for path in paths if not os.path.isfile(path)]
-    if missing:
-        raise DatasetError(f"{len(missing)} error map(s) missing in {folder}: {', '.join(missing[:10])}")
-    return paths
-
-
-def make_vessel_dataset(pairs, batch_size, crop, training, error_maps=None, seed=0, input_context=None,
+def make_vessel_dataset(pairs, normalization, batch_size, crop, training, error_maps=None, seed=0, input_context=None,
                         scale_range=(0.5, 2.0), max_rotation=15.0, jitter=0.25, repeat=False):
     """Training: batches (images (B, crop, crop, 3), labels (B, crop, crop)[, errors (B, crop, crop)]), images
-    normalised, augmented per sample from (seed, pipeline, position); `repeat`: endless, every pass reshuffled
-    and augmented afresh. Eval: one full-size image per batch,
-    (images (1, H, W, 3), labels (1, H, W)), no augmentation. `error_maps`: a path per pair (stage 2)."""
-    pairs = list(pairs)
-    if not pairs:
-        raise DatasetError("make_vessel_dataset got no pairs")
-    columns = [[p.image for p in pairs], [decoder_index(p.image) for p in pairs],
-               [p.mask for p in pairs], [decoder_index(p.mask) for p in pairs]]
-    if error_maps is not None:
-        columns += [list(error_maps), [decoder_index(path) for path in error_maps]]
-    num_pipelines, pipeline_id = 1, 0
-    if input_context is not None:
-        num_pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
-        batch_size = input_context.get_per_replica_batch_size(batch_size)
-    if training:
-        order = np.random.default_rng(seed).permutation(len(pairs))
-        columns = [[column[i] for i in order] for column in columns]
-    dataset = tf.data.Dataset.from_tensor_slices(tuple(columns)).shard(num_pipelines, pipeline_id)
-    if not training:
-        def parse_eval(*row):
-            image, labels = _decode(row)[:2]
-            return normalize(image, NORMALIZATION), labels
-        return dataset.map(parse_eval).batch(1).prefetch(tf.data.AUTOTUNE)
-    base_seed = tf.constant([seed, pipeline_id], tf.int64)
+    normalised as `normalization` (tfseg.preprocessing), augmented per sample (`augment_sample`); order, sharding
+    and `repeat` as `pipeline.batches`. Eval: one full-size image per batch, (images (1, H, W, 3), labels (1, H,
+    W)), no augmentation. `error_maps`: a path per pair (stage 2)."""
 
-    def parse(index, row):
+    def sample(row, sample_seed):
         image, *targets = _decode(row)
-        sample_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
-        return augment_sample(image, targets, sample_seed, crop, scale_range, max_rotation, jitter)
+        if training:
+            return augment_sample(image, targets, sample_seed, crop, normalization, scale_range, max_rotation, jitter)
+        return normalize(image, normalization), targets[0]
 
-    if repeat:
-        dataset = endless(dataset, len(pairs[pipeline_id::num_pipelines]), seed)
-    dataset = dataset.enumerate().map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return batches(file_columns(pairs, error_maps), batch_size if training else 1, training, sample, seed,
+                   input_context, repeat=repeat)
 
 
 def _decode(row):
@@ -88,7 +54,7 @@ def _decode(row):
     return outputs
 
 
-def augment_sample(image, targets, seed, crop, scale_range=(0.5, 2.0), max_rotation=15.0, jitter=0.25):
+def augment_sample(image, targets, seed, crop, normalization, scale_range=(0.5, 2.0), max_rotation=15.0, jitter=0.25):
     """(normalised image (crop, crop, 3), *targets (crop, crop) int32): random scale (bilinear for the image,
     nearest for the label maps), flips and rotation (one projective transform; label maps filled with
     IGNORE_LABEL), padding to `crop` (image 0, label maps IGNORE_LABEL) and a random crop, then brightness,
@@ -111,4 +77,4 @@ def augment_sample(image, targets, seed, crop, scale_range=(0.5, 2.0), max_rotat
     labels = tf.cast(tf.slice(labels, [offset[0], offset[1], 0], [crop, crop, len(targets)]), tf.int32)
     if jitter:
         image = jitter_colour(image, seeds[3], jitter, (1 - jitter, 1 + jitter), (1 - jitter, 1 + jitter), None)
-    return (normalize(image, NORMALIZATION), *tf.unstack(labels, axis=-1))
+    return (normalize(image, normalization), *tf.unstack(labels, axis=-1))

@@ -39,11 +39,13 @@ ESTIMATED_FOV = "<estimated>"  # in place of a FOV file: estimate the FOV from t
 log = logging.getLogger(__name__)
 
 
-def evaluate(data_path, output, task="polyp", predictor=None, pred_dir=None, threshold=0.5, save_maps=None,
+def evaluate(data_path, output, task=None, predictor=None, pred_dir=None, threshold=0.5, save_maps=None,
              observer=1, split_file=None, estimate_fov=False, workers=None, plots=True, progress=True,
              allow_size_mismatch=False):
     """Scores every dataset under `data_path` and writes results.json, results.csv, per_image.csv and then the
-    plots to `output`. Give `predictor` (maps predicted here, optionally written to `save_maps`) or `pred_dir`
+    plots to `output`, by the protocol `task` ("polyp" | "vessel"; default the predictor's task, and the polyp
+    protocol for prediction maps). Give `predictor` (maps predicted here, optionally written to `save_maps`) or
+    `pred_dir`
     (existing maps matched to the masks by stem; `pred_dir/<dataset>` when that folder exists; uint8/uint16 grey,
     or float probabilities in [0, 1]). `split_file` (one id a line) restricts a dataset to the images it lists,
     e.g. Kvasir-SEG's 100 PraNet test ids. `estimate_fov` (vessel task): images without a FOV mask get one
@@ -57,6 +59,7 @@ def evaluate(data_path, output, task="polyp", predictor=None, pred_dir=None, thr
 
     Returns {"results": {dataset: metrics}, "output": output, "notes": [what the run had to handle]}.
     """
+    task = task or (predictor.task if predictor is not None else "polyp")  # a model knows its own protocol
     _check_arguments(task, predictor, pred_dir, save_maps)
     datasets = find_datasets(data_path, observer)
     if split_file:

@@ -27,21 +27,16 @@ from tfseg.inference.runtimes import (
     SavedModelRuntime,
     TFLiteRuntime,
 )
-from tfseg.models.backbones import normalize
+from tfseg.models.spec import size_pair
+from tfseg.preprocessing import normalize
 
 METADATA_FILE = "tfseg.json"
-DEFAULT_INPUT_SIZE = 352  # PraNet's training and test size
 EXPORT_FILES = {"tflite": "model.tflite", "onnx": "model.onnx", "savedmodel": "savedmodel", "keras": "model.keras"}
 log = logging.getLogger(__name__)
 
 
 class ModelFileError(ValueError):
     """A model file that does not belong to the metadata beside it (changed, or left from another export)."""
-
-
-def size_pair(size):
-    """(height, width) of an int or a pair."""
-    return (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
 
 
 def prepare_images(images, input_size, normalization):
@@ -53,17 +48,18 @@ def prepare_images(images, input_size, normalization):
     return normalize(x, normalization)
 
 
-def logits_to_probability(logits, size, activation="sigmoid"):
+def logits_to_probability(logits, size, activation):
     """(B, h, w, C) logits -> (B, *size, 1) foreground probabilities: bilinear resize (half-pixel centres = torch
     `align_corners=False`, as PraNet's test script), then sigmoid (one channel) or softmax (channel 1)."""
     logits = tf.image.resize(tf.cast(logits, tf.float32), size, "bilinear")
     return tf.nn.softmax(logits)[..., 1:2] if activation == "softmax" else tf.sigmoid(logits)
 
 
-def probability_map(images, size, logits_fn, input_size, normalization, prediction_index=-1, activation="sigmoid"):
-    """uint8 RGB batch (B, H, W, 3) -> (B, *size, 1) probabilities of the prediction output of `logits_fn`."""
-    logits = logits_fn(prepare_images(images, input_size, normalization))[prediction_index]
-    return logits_to_probability(logits, size, activation)
+def probability_map(images, size, logits_fn, spec):
+    """uint8 RGB batch (B, H, W, 3) -> (B, *size, 1) probabilities of the prediction output of `logits_fn`, with
+    the preprocessing of the inference `spec` (tfseg.models.spec)."""
+    logits = logits_fn(prepare_images(images, spec["input_size"], spec["normalization"]))[spec["prediction_output"]]
+    return logits_to_probability(logits, size, spec["activation"])
 
 
 def metadata_path(path):
@@ -107,16 +103,18 @@ def check_fingerprint(path, metadata):
 
 
 def load_keras_model(path, backbone=None):
-    """A `.keras` file, or a PraNet on `backbone` filled from a `.weights.h5` file (a training run's
-    best.weights.h5, or the original weights converted by convert_weights.py)."""
+    """A `.keras` file (any tfseg model: it carries its config and inference spec), or a PraNet on `backbone`
+    filled from a `.weights.h5` file (a training run's best.weights.h5, or the original weights converted by
+    convert_weights.py): weights alone need their model named."""
     import tfseg.models  # registers the tfseg layers for deserialisation
 
     if path.suffix == ".keras":
         return keras.models.load_model(path)
     if path.name.endswith(".weights.h5"):
         if backbone is None:
-            raise ValueError(f"{path} holds weights only: name the backbone of the PraNet they belong to "
-                             f"({', '.join(tfseg.models.BACKBONES)})")
+            raise ValueError(f"{path} holds weights only, not the model they belong to: for a PraNet name its "
+                             f"backbone ({', '.join(tfseg.models.BACKBONES)}); for EAR-Net give the run's "
+                             "export/model.keras")
         model = tfseg.models.PraNet(backbone, backbone_weights=None)
         model.load_weights(path)
         return model
@@ -124,9 +122,20 @@ def load_keras_model(path, backbone=None):
                      "or an export folder")
 
 
-def keras_metadata(model):
-    return {"normalization": model.normalization, "input_size": [DEFAULT_INPUT_SIZE] * 2,
-            "prediction_index": model.prediction_output, "activation": model.output_activation, "task": "polyp"}
+SPEC_NAMES = ("task", "normalization", "prediction_output", "activation", "input_size")  # tfseg.models.spec
+
+
+def spec_of(metadata, source):
+    """The inference spec (tfseg.models.spec) in an export's metadata; exports before the spec had its names name
+    the prediction output "prediction_index"."""
+    spec = {**metadata}
+    if "prediction_output" not in spec and "prediction_index" in spec:
+        spec["prediction_output"] = spec["prediction_index"]
+    missing = [name for name in SPEC_NAMES if name not in spec]
+    if missing:
+        raise ModelFileError(f"The metadata of {source} lacks {', '.join(missing)} (an export of an older tfseg): "
+                             "export the model again")
+    return {name: spec[name] for name in SPEC_NAMES}
 
 
 def pick_export(folder, metadata, runtime=None):
@@ -154,7 +163,7 @@ def load_runtime(path, backbone=None, metadata=None):
         if metadata is None:
             raise FileNotFoundError(f"{path} has no {METADATA_FILE}: not a SavedModel exported by tfseg (its "
                                     "preprocessing is unknown)")
-        return SavedModelRuntime(path, metadata.get("prediction_index", -1)), metadata
+        return SavedModelRuntime(path, spec_of(metadata, path)["prediction_output"]), metadata
     if path.suffix == ".onnx":
         runtime = OnnxRuntime(path)
         embedded = runtime.metadata.get("tfseg")
@@ -163,7 +172,7 @@ def load_runtime(path, backbone=None, metadata=None):
         runtime = TFLiteRuntime(path)
     else:
         model = load_keras_model(path, backbone)
-        return KerasRuntime(model, model.prediction_output), metadata or keras_metadata(model)
+        return KerasRuntime(model, model.prediction_output), metadata or model.inference_spec()
     if metadata is None:
         raise FileNotFoundError(f"No {METADATA_FILE} beside {path}: its preprocessing is unknown (export it "
                                 "with export_model.py, which writes one)")
@@ -179,13 +188,12 @@ class Predictor:
     different threads; `model_seconds` is the time the last batch spent in the runtime alone.
     """
 
-    def __init__(self, runtime, input_size, normalization, activation="sigmoid", task="polyp", source=None,
-                 tta=False):
+    def __init__(self, runtime, input_size, normalization, activation, task, source=None, tta=False):
         self.runtime, self.normalization, self.activation = runtime, normalization, activation
         self.input_size = None if input_size is None else size_pair(input_size)
         if runtime.input_size is not None and self.input_size != runtime.input_size:
             raise ValueError(f"{source} was exported for input size {runtime.input_size}, not {self.input_size}: "
-                             "export it again with --inputsize, or use the SavedModel or .keras file")
+                             "export it again with --input_size, or use the SavedModel or .keras file")
         self.task, self.source, self.tta, self.model_seconds = task, source, tta, 0.0
         self._prepare = tf.function(lambda images: prepare_images(images, self.input_size, normalization),
                                     input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
@@ -206,9 +214,9 @@ class Predictor:
             metadata = read_metadata(path)  # a SavedModel's own
         check_fingerprint(path, metadata)
         model_runtime, metadata = load_runtime(path, backbone, metadata)
-        input_size = input_size or model_runtime.input_size or metadata["input_size"]
-        return cls(model_runtime, input_size, metadata["normalization"], metadata.get("activation", "sigmoid"),
-                   metadata.get("task", "polyp"), str(path), tta)
+        spec = spec_of(metadata, path)
+        input_size = input_size or model_runtime.input_size or spec["input_size"]
+        return cls(model_runtime, input_size, spec["normalization"], spec["activation"], spec["task"], str(path), tta)
 
     def prepare(self, images):
         """uint8 RGB batch (B, H, W, 3) -> the model's input batch (numpy)."""

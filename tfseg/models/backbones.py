@@ -3,15 +3,9 @@
 `build_backbone(name, weights)` returns a `keras.Model` mapping an RGB image to a dict of features keyed by
 stride, `{"P3": stride 8, "P4": stride 16, "P5": stride 32}`; heads pick levels by key.
 
-`normalize(images, backbone)` turns RGB values in [0, 255] into what the backbone's ImageNet weights expect.
-It is plain arithmetic (works on tf tensors and numpy arrays alike) and runs in the data pipeline and the
-inference path, never inside the model graph:
-
-| backbone    | normalisation                                                | as in                            |
-|-------------|--------------------------------------------------------------|----------------------------------|
-| resnet50    | "caffe": RGB -> BGR, minus the ImageNet BGR mean, no scaling | keras.applications.resnet50      |
-| mobilenetv2 | "tf": x / 127.5 - 1                                          | keras.applications.mobilenet_v2  |
-| res2net50   | "torch": (x / 255 - mean) / std, ImageNet mean/std           | torchvision Normalize (PraNet)   |
+Each backbone names the input normalisation of its ImageNet weights (`tfseg.preprocessing`): resnet50 "caffe"
+(keras.applications.resnet50), mobilenetv2 "tf" (keras.applications.mobilenet_v2), res2net50 "torch" (the
+original PraNet's torchvision Normalize).
 """
 
 import dataclasses
@@ -19,21 +13,16 @@ import functools
 import os
 
 import keras
-import numpy as np
 
 from tfseg.models.blocks import TORCH_BN
 from tfseg.models.res2net import res2net50, stage_output_name
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], "float32")
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], "float32")
-CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], "float32")
 
 
 @dataclasses.dataclass(frozen=True)
 class BackboneSpec:
     trunk: callable  # weights ("imagenet" | None | path) -> keras.Model holding the tap layers
     taps: dict  # pyramid level -> layer name
-    normalization: str  # "caffe" | "tf" | "torch"
+    normalization: str  # "caffe" | "tf" | "torch": tfseg.preprocessing
 
 
 def keras_application(application, weights):
@@ -71,22 +60,6 @@ BACKBONES = {
         "torch",
     ),
 }
-
-
-def normalize(images, backbone):
-    """RGB in [0, 255] (float) -> the backbone's expected input (see the module table)."""
-    mode = BACKBONES[backbone].normalization if backbone in BACKBONES else _check_mode(backbone)
-    if mode == "caffe":
-        return images[..., ::-1] - CAFFE_BGR_MEAN
-    if mode == "tf":
-        return images / 127.5 - 1.0
-    return (images / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-
-
-def _check_mode(name):
-    if name not in ("caffe", "tf", "torch"):
-        raise ValueError(f"Unknown backbone {name!r}; expected one of {sorted(BACKBONES)}.")
-    return name
 
 
 def build_backbone(name, weights="imagenet"):

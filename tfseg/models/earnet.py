@@ -10,16 +10,26 @@ import numpy as np
 
 from tfseg.models.hrnet import HRNetOCR
 
-IGNORE_LABEL = 255  # masks and error maps: pixels that no loss sees (crop padding)
-
 
 @keras.saving.register_keras_serializable(package="tfseg")
 class EARNet(HRNetOCR):
-    """HRNetOCR with the error-attention head (see HRNetOCR for the training and inference outputs)."""
+    """HRNetOCR with the error-attention head A on the OCR features, which modulates logits as
+    `L * (lambda + mu * A)` (`modulation` = (lambda, mu)): in training the fused J and J_aux by the 1x pass's A
+    (returned as "error_attention", supervised by the error maps), at inference every scale before fusion.
+    Outputs: HRNetOCR's and "error_attention", in training and inference alike."""
+
+    extra_heads = {"error_attention": "error_attn"}
 
     def __init__(self, config="small", num_classes=2, scales=(2.0, 1.0, 0.5), modulation=(0.5, 0.5), **kwargs):
-        kwargs.pop("error_attention", None)  # always on; present in configs saved by HRNetOCR.get_config
-        super().__init__(config, num_classes, scales, error_attention=True, modulation=modulation, **kwargs)
+        super().__init__(config, num_classes, scales, **kwargs)
+        self.modulation = tuple(modulation)
+
+    def modulate(self, logits, outputs):
+        lam, mu = self.modulation
+        return logits * (lam + mu * outputs["error_attention"])
+
+    def get_config(self):
+        return {**super().get_config(), "modulation": list(self.modulation)}
 
     @classmethod
     def from_stage1(cls, stage1, modulation=(0.5, 0.5)):
@@ -35,6 +45,6 @@ class EARNet(HRNetOCR):
 def error_map(prediction, ground_truth):
     """EAR-Net's error map, uint8 in {0, 1}: 1 where the predicted class differs from the ground truth (false
     positives and false negatives alike). `prediction` and `ground_truth`: class labels or boolean maps of one
-    shape. (Written as 0/255 PNGs; a training crop pads it with IGNORE_LABEL, never with the vessel mask as the
+    shape. (Written as 0/255 PNGs; a training crop pads it with the ignore label, never with the vessel mask as the
     official code does.)"""
     return (np.asarray(prediction).astype(np.int64) != np.asarray(ground_truth).astype(np.int64)).astype(np.uint8)

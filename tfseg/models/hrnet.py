@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from tfseg.models.blocks import ConvBN, ResizeLike, resize_bilinear
+from tfseg.models.spec import SPEC_KEY, InferenceSpec, without_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,21 +178,21 @@ def ocr_head(features, num_classes, mid, key, region_batchnorm=False, norm="batc
 
 
 def attention_head(features, channels, name, norm="batch"):
-    """Scale attention (and EAR-Net's error attention): 3x3 conv-BN-ReLU x2, 1x1 -> 1, sigmoid."""
+    """An attention head on the OCR features (scale attention; EAR-Net adds its error attention): 3x3
+    conv-BN-ReLU x2, 1x1 -> 1, sigmoid."""
     x = ConvBN(channels, 3, activation="relu", norm=norm, name=f"{name}_conv1")(features)
     x = ConvBN(channels, 3, activation="relu", norm=norm, name=f"{name}_conv2")(x)
     return keras.layers.Conv2D(1, 1, use_bias=False, activation="sigmoid", name=f"{name}_out")(x)
 
 
-def single_scale_network(config, num_classes, error_attention=False, region_batchnorm=False, norm="batch"):
-    """The network at one scale: {"cls", "aux", "scale_attention"[, "error_attention"]} at the input size."""
+def single_scale_network(config, num_classes, attention_heads, region_batchnorm=False, norm="batch"):
+    """The network at one scale: {"cls", "aux", and an output per attention head} at the input size.
+    `attention_heads`: {output name: layer name prefix}."""
     images = keras.Input((None, None, 3), name="images")
     features = hrnet_features(images, config, norm)
     cls, aux, ocr = ocr_head(features, num_classes, config.mid_channels, config.key_channels, region_batchnorm, norm)
-    outputs = {"cls": cls, "aux": aux,
-               "scale_attention": attention_head(ocr, config.attention_channels, "scale_attn", norm)}
-    if error_attention:
-        outputs["error_attention"] = attention_head(ocr, config.attention_channels, "error_attn", norm)
+    outputs = {"cls": cls, "aux": aux, **{output: attention_head(ocr, config.attention_channels, prefix, norm)
+                                          for output, prefix in attention_heads.items()}}
     outputs = {k: ResizeLike(name=f"{k}_up")(v, images) for k, v in outputs.items()}
     return keras.Model(images, outputs, name="single_scale")
 
@@ -211,14 +212,16 @@ def scale_as(x, reference):
 
 
 @keras.saving.register_keras_serializable(package="tfseg")
-class HRNetOCR(keras.Model):
+class HRNetOCR(InferenceSpec, keras.Model):
     """HRNetV2-OCR with hierarchical multi-scale attention (Tao et al., 2020): EAR-Net's stage-1 network.
 
-    Training (`training=True`), two scales: `J = up(a_0.5 * p_0.5) + (1 - up(a_0.5)) * p_1.0`, likewise the aux
-    logits; returns {"pred": J, "aux": J_aux, "pred_05": up(p_0.5), "pred_10": p_1.0}. Inference, scales from
-    high to low: `P = p_s1`, then `P = a_s * p_s + (1 - a_s) * down(P)` for s >= 1 and
-    `P = up(a_s * p_s) + (1 - up(a_s)) * P` for s < 1; returns {"pred": P}. Logits with `num_classes` channels
-    at the input size.
+    Outputs, in training and inference alike: {"pred", "aux", "pred_05", "pred_10"}, logits with `num_classes`
+    channels at the input size. Training (`training=True`) fuses two scales, `J = up(a_0.5 * p_0.5) + (1 -
+    up(a_0.5)) * p_1.0` ("pred"; likewise the aux logits, "aux"). Inference fuses `scales` from high to low
+    (running the 1x and 0.5x passes in any case):
+    `P = p_s1`, then `P = a_s * p_s + (1 - a_s) * down(P)` for s >= 1 and `P = up(a_s * p_s) + (1 - up(a_s)) * P`
+    for s < 1. "pred_05" and "pred_10" are the single-scale logits of the 0.5x and 1x passes (the deep supervision
+    of training).
 
     `norm`: "batch" (BatchNorm everywhere, as the original, trained there with batches of 8-16 large crops) or
     "group" (GroupNorm, see ConvBN): with batches of 2 (the CPU recipe) BatchNorm's inference statistics, shared
@@ -226,64 +229,67 @@ class HRNetOCR(keras.Model):
     after 300 steps: validation F1 at threshold 0.5 of 0.33 against 0.46 at the best threshold); GroupNorm has
     no such gap and learns faster (docs/BENCHMARKS.md).
 
-    With `error_attention` (EAR-Net's stage 2, see `tfseg.models.earnet`) an error-attention head A modulates
-    logits as `L * (lambda + mu * A)`: in training the fused J and J_aux by the 1.0x pass's A (also returned as
-    "error_attention"), at inference every scale before fusion.
+    Extensions (EARNet) add attention heads on the OCR features (`extra_heads`: their outputs are the 1x pass's,
+    also returned) and `modulate` logits: in training the fused ones by the 1x pass, at inference every pass's
+    before fusion.
     """
 
-    # What inference needs (see tfseg.export.model_metadata): ImageNet mean/std as NVIDIA's code, softmax
-    # logits whose channel 1 is the foreground
-    output_names = ("pred",)
+    # Inference spec (tfseg.models.spec): any size, ImageNet mean/std as NVIDIA's code, softmax logits whose
+    # channel 1 is the foreground
+    output_names = ("pred", "aux", "pred_05", "pred_10")
+    task = "vessel"
     prediction_output = "pred"
-    output_activation = "softmax"
+    activation = "softmax"
     normalization = "torch"
+    extra_heads = {}  # {output name: layer name prefix} of attention heads besides the scale attention
 
-    def __init__(self, config="small", num_classes=2, scales=(2.0, 1.0, 0.5), error_attention=False,
-                 modulation=(0.5, 0.5), region_batchnorm=False, norm="batch", **kwargs):
+    def __init__(self, config="small", num_classes=2, scales=(2.0, 1.0, 0.5), region_batchnorm=False, norm="batch",
+                 **kwargs):
         super().__init__(**kwargs)
         self.config_name, self.num_classes = config, num_classes
         self.scales = tuple(sorted(scales, reverse=True))
-        self.error_attention, self.modulation = error_attention, tuple(modulation)
         self.region_batchnorm, self.norm = region_batchnorm, norm
-        self.net = single_scale_network(HRNET_CONFIGS[config], num_classes, error_attention, region_batchnorm, norm)
+        heads = {"scale_attention": "scale_attn", **self.extra_heads}
+        self.net = single_scale_network(HRNET_CONFIGS[config], num_classes, heads, region_batchnorm, norm)
 
     def modulate(self, logits, outputs):
-        """`L * (lambda + mu * A)` when the network has an error-attention head, else L."""
-        if not self.error_attention:
-            return logits
-        lam, mu = self.modulation
-        return logits * (lam + mu * outputs["error_attention"])
+        """The logits of one pass, before fusion (EARNet modulates them)."""
+        return logits
 
     def call(self, images, training=False):
-        if training:
-            return self._two_scale(images)
-        return {"pred": self._multi_scale(images, self.scales)}
+        scales = (1.0, 0.5) if training else sorted({*self.scales, 1.0, 0.5}, reverse=True)  # 1x, 0.5x: always
+        passes = {scale: self.net(rescale(images, scale), training=training) for scale in scales}
+        high = passes[1.0]
+        if training:  # the fused logits, modulated by the 1x pass (EARNet)
+            fused = {key: self.modulate(self.fuse(passes, (1.0, 0.5), key), high) for key in ("cls", "aux")}
+        else:  # every scale's logits modulated, then fused
+            fused = {key: self.fuse(passes, self.scales, key, modulated=True) for key in ("cls", "aux")}
+        outputs = {"pred": scale_as(fused["cls"], images), "aux": scale_as(fused["aux"], images),
+                   "pred_05": scale_as(passes[0.5]["cls"], images), "pred_10": scale_as(high["cls"], images)}
+        return {**outputs, **{name: scale_as(high[name], images) for name in self.extra_heads}}
 
-    def _two_scale(self, images):
-        low, high = self.net(rescale(images, 0.5), training=True), self.net(images, training=True)
-        attention = scale_as(low["scale_attention"], high["cls"])
-        joint = {key: self.modulate(scale_as(low["scale_attention"] * low[key], high[key])
-                                    + (1 - attention) * high[key], high) for key in ("cls", "aux")}
-        outputs = {"pred": joint["cls"], "aux": joint["aux"], "pred_05": scale_as(low["cls"], high["cls"]),
-                   "pred_10": high["cls"]}
-        if self.error_attention:
-            outputs["error_attention"] = high["error_attention"]
-        return outputs
-
-    def _multi_scale(self, images, scales):
-        pred = None
+    def fuse(self, passes, scales, key, modulated=False):
+        """Hierarchical fusion of the `key` logits of `passes` ({scale: net outputs}) over `scales` (high to
+        low; see the class), each pass's logits `modulated` first if asked."""
+        fused = None
         for scale in scales:
-            outputs = self.net(rescale(images, scale), training=False)
-            logits, attention = self.modulate(outputs["cls"], outputs), outputs["scale_attention"]
-            if pred is None:
-                pred = logits
+            logits, attention = passes[scale][key], passes[scale]["scale_attention"]
+            logits = self.modulate(logits, passes[scale]) if modulated else logits
+            if fused is None:
+                fused = logits
             elif scale >= 1.0:
-                pred = attention * logits + (1 - attention) * scale_as(pred, logits)
+                fused = attention * logits + (1 - attention) * scale_as(fused, logits)
             else:
-                pred = scale_as(attention * logits, pred) + (1 - scale_as(attention, pred)) * pred
-        return scale_as(pred, images)
+                fused = scale_as(attention * logits, fused) + (1 - scale_as(attention, fused)) * fused
+        return fused
 
     def get_config(self):
         return {**super().get_config(), "config": self.config_name, "num_classes": self.num_classes,
-                "scales": list(self.scales), "error_attention": self.error_attention,
-                "modulation": list(self.modulation), "region_batchnorm": self.region_batchnorm, "norm": self.norm}
+                "scales": list(self.scales), "region_batchnorm": self.region_batchnorm, "norm": self.norm,
+                SPEC_KEY: self.inference_spec()}
+
+    @classmethod
+    def from_config(cls, config):
+        config = without_spec(config)
+        config.pop("error_attention", None)  # a setting of HRNetOCR before EARNet had its own class
+        return cls(**config)

@@ -8,6 +8,7 @@ from keras import ops
 
 from tfseg.models.backbones import BACKBONES, build_backbone
 from tfseg.models.blocks import ConvBN, ResizeLike, Upsample2x, resize_bilinear
+from tfseg.models.spec import SPEC_KEY, InferenceSpec, size_pair, without_spec
 
 
 @keras.saving.register_keras_serializable(package="tfseg")
@@ -112,15 +113,16 @@ class ReverseAttention(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfseg")
-class PraNet(keras.Model):
+class PraNet(InferenceSpec, keras.Model):
     """PraNet on a feature-pyramid backbone.
 
-    Input: normalised RGB `(B, H, W, 3)` (see `tfseg.models.normalize`), H and W divisible by 32.
+    Input: normalised RGB `(B, H, W, 3)` (`tfseg.preprocessing.normalize` with `model.normalization`), H and W
+    divisible by 32.
     Output: four logit maps at the input size, `[global, ra4, ra3, ra2]` (the original's lateral_map_5, 4, 3,
     2); `ra2` (index -1) is the prediction.
     """
 
-    def __init__(self, backbone="resnet50", backbone_weights="imagenet", channels=32, **kwargs):
+    def __init__(self, backbone="resnet50", backbone_weights="imagenet", channels=32, input_size=352, **kwargs):
         # === Layers ===
         features = build_backbone(backbone, backbone_weights)
         rfbs = [RFB(channels, name=f"rfb{i}_1") for i in (2, 3, 4)]
@@ -146,11 +148,13 @@ class PraNet(keras.Model):
         self.backbone_name = backbone
         self.backbone_weights = backbone_weights
         self.channels = channels
+        self.input_size = size_pair(input_size)
 
-    # What inference needs (see tfseg.export.model_metadata)
+    # === Inference spec (tfseg.models.spec): the training size, the backbone's normalisation ===
     output_names = ("global", "ra4", "ra3", "ra2")
+    task = "polyp"
     prediction_output = -1  # ra2
-    output_activation = "sigmoid"
+    activation = "sigmoid"
 
     @property
     def normalization(self):
@@ -158,9 +162,10 @@ class PraNet(keras.Model):
 
     def get_config(self):
         return {"backbone": self.backbone_name, "backbone_weights": self.backbone_weights,
-                "channels": self.channels, "name": self.name, "trainable": self.trainable}
+                "channels": self.channels, "input_size": list(self.input_size), "name": self.name,
+                "trainable": self.trainable, SPEC_KEY: self.inference_spec()}
 
     @classmethod
     def from_config(cls, config):
         # A saved model carries its own weights: never fetch the backbone's ImageNet weights again.
-        return cls(**{**config, "backbone_weights": None})
+        return cls(**{**without_spec(config), "backbone_weights": None})

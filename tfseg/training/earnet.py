@@ -107,7 +107,6 @@ class EARNetTrainer(SegmentationTrainer):
     """Stage 1 (HRNetOCR) or stage 2 (EARNet from `stage1_weights`, with `error_maps` per training pair)."""
 
     score_name = "val_F1"
-    task = "vessel"
 
     def __init__(self, config, strategy, stage, total_steps, stage1_weights=None, error_maps=None):
         self.stage, self.total_steps = stage, total_steps
@@ -138,7 +137,8 @@ class EARNetTrainer(SegmentationTrainer):
 
     def train_dataset(self, pairs, epoch):
         c = self.config
-        fn = lambda ctx: vessels.make_vessel_dataset(pairs, c.batch_size, c.crop, True, self.error_maps,
+        fn = lambda ctx: vessels.make_vessel_dataset(pairs, self.model.normalization, c.batch_size, c.crop, True,
+                                                     self.error_maps,
                                                      seed=c.seed + epoch, input_context=ctx,
                                                      scale_range=c.scale_range, repeat=True)
         return self.strategy.distribute_datasets_from_function(fn)
@@ -159,7 +159,7 @@ def write_error_maps(trainer, pairs, folder, progress=True):
     (0/255). Returns their paths in the order of `pairs`."""
     os.makedirs(folder, exist_ok=True)
     paths = []
-    dataset = vessels.make_vessel_dataset(pairs, 1, None, training=False)
+    dataset = vessels.make_vessel_dataset(pairs, trainer.model.normalization, 1, None, training=False)
     for pair, (images, _) in tqdm(zip(pairs, dataset), total=len(pairs), desc="error maps", disable=not progress,
                                   leave=False):
         predicted = trainer.probabilities(images)[0] > 0.5  # = argmax of the two classes
@@ -191,7 +191,7 @@ def train_stage(config, strategy, stage, run_dir, train, val, stage1_weights=Non
     stage_config = dataclasses.replace(config, epochs=epochs)
     total_steps = epochs * epoch_steps(len(train), config)
     trainer = EARNetTrainer(stage_config, strategy, stage, total_steps, stage1_weights, error_maps)
-    val_data = vessels.make_vessel_dataset(val, 1, None, training=False)
+    val_data = vessels.make_vessel_dataset(val, trainer.model.normalization, 1, None, training=False)
     result = run_training(trainer, run, train, val_data, len(val), resume, progress)
     if os.path.isfile(run.best_weights):
         trainer.model.load_weights(run.best_weights)  # the stage's best on validation, for what follows
@@ -264,5 +264,5 @@ def _finish(stage_result, config, last):
     out = {"run_dir": run.path, "best": best}
     if run.chief and config.export:
         stage_config = config if last else dataclasses.replace(config, export_dir=None)
-        out["export"] = export_best(trainer.model, run, stage_config, None, trainer.task)
+        out["export"] = export_best(trainer.model, run, stage_config)
     return out

@@ -63,7 +63,6 @@ class SegmentationTrainer:
     epoch. Subclasses give the model, optimizer, per-image loss, datasets and validation."""
 
     score_name = "val_dice"  # the validation metric that picks the best weights
-    task = None  # the evaluation protocol of the exported model: "polyp" | "vessel"
 
     def __init__(self, config, strategy):
         self.config, self.strategy = config, strategy
@@ -219,7 +218,7 @@ def _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress):
     return {"run_dir": run.path, "best_score": float(trainer.best_score.numpy()), "history": history}
 
 
-def export_best(trained, run, config, input_size, task):
+def export_best(trained, run, config):
     """Copies the best weights into a float32 single-device copy of the trained model (outside any strategy and
     mixed-precision policy) and exports it to `config.export_dir` or the run's export folder; returns {format:
     path}."""
@@ -229,5 +228,5 @@ def export_best(trained, run, config, input_size, task):
     model.set_weights(trained.get_weights())
     if os.path.isfile(run.best_weights):
         model.load_weights(run.best_weights)
-    exported = export_model(model, config.export_dir or run.export, input_size=input_size, task=task)
+    exported = export_model(model, config.export_dir or run.export)
     return {name: result["path"] for name, result in exported.items()}

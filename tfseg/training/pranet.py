@@ -66,8 +66,6 @@ def dice_per_image(logits, masks):
 class PraNetTrainer(SegmentationTrainer):
     """PraNet: Adam, structure loss over the four maps, step decay, optional multi-scale steps."""
 
-    task = "polyp"
-
     def __init__(self, config, strategy):
         self.loss_fn = StructureLoss(config.weighted_bce, reduction=None)
         self.sizes = pipeline.multiscale_sizes(config.input_size) if config.multiscale else [config.input_size]
@@ -79,7 +77,7 @@ class PraNetTrainer(SegmentationTrainer):
         """PraNet on its backbone; `init_weights` (a whole PraNet's .weights.h5, e.g. a run's best weights or the
         original PraNet-19 converted by convert_weights.py) replaces the backbone's ImageNet start."""
         c = self.config
-        model = PraNet(c.backbone, None if c.init_weights else c.backbone_weights, c.channels)
+        model = PraNet(c.backbone, None if c.init_weights else c.backbone_weights, c.channels, c.input_size)
         if c.init_weights:
             model.load_weights(c.init_weights)
         return model
@@ -110,9 +108,9 @@ class PraNetTrainer(SegmentationTrainer):
         """Per-epoch dataset (seed + epoch: a resumed run sees the same order), endless so that every worker
         runs the same number of steps, each pass freshly augmented."""
         c = self.config
-        fn = lambda ctx: pipeline.make_dataset(pairs, c.backbone, c.input_size, c.batch_size, training=True,
-                                                augment=c.augment, seed=c.seed + epoch, input_context=ctx,
-                                                repeat=True)
+        fn = lambda ctx: pipeline.make_dataset(pairs, self.model.normalization, c.input_size, c.batch_size,
+                                                training=True, augment=c.augment, seed=c.seed + epoch,
+                                                input_context=ctx, repeat=True)
         return self.strategy.distribute_datasets_from_function(fn)
 
 
@@ -132,10 +130,10 @@ def train_pranet(config, resume=None, progress=True):
     if run.chief and config.export:
         check_export_folder(config.export_dir or run.export)  # now, not after the training
     trainer = PraNetTrainer(config, strategy)
-    val_data = pipeline.make_dataset(val_pairs, config.backbone, config.input_size, config.batch_size,
+    val_data = pipeline.make_dataset(val_pairs, trainer.model.normalization, config.input_size, config.batch_size,
                                      training=False)
     result = run_training(trainer, run, train_pairs, val_data, len(val_pairs), resume, progress)
     result["best_dice"] = result["best_score"]
     if run.chief and config.export:
-        result["export"] = export_best(trainer.model, run, config, config.input_size, trainer.task)
+        result["export"] = export_best(trainer.model, run, config)
     return result

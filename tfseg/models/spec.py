@@ -1,0 +1,38 @@
+"""What inference needs to run a tfseg model as it was trained: its inference spec. Every model family gives it,
+`get_config` carries it (so a `.keras` alone is enough to export, predict and evaluate), and export writes it to
+`tfseg.json` under the same names:
+
+| name              | meaning                                                                                  |
+|-------------------|------------------------------------------------------------------------------------------|
+| task              | "polyp" or "vessel": the evaluation protocol                                             |
+| normalization     | "caffe", "tf" or "torch" (tfseg.preprocessing), applied to RGB in [0, 255]               |
+| prediction_output | which output is the prediction (a list index or a dict key)                               |
+| activation        | "sigmoid" (one channel) or "softmax" (channel 1 is the foreground)                        |
+| input_size        | [h, w] the model is fed at (images are resized to it), or None: any size, the image's own |
+"""
+
+import numbers
+
+SPEC_KEY = "inference_spec"  # in get_config; from_config drops it, it follows from the other settings
+
+
+class InferenceSpec:
+    """Mixin: `inference_spec()` from the class attributes `task`, `prediction_output`, `activation` and the
+    `normalization` and `input_size` of the instance."""
+
+    task = normalization = prediction_output = activation = input_size = None
+
+    def inference_spec(self):
+        size = self.input_size
+        return {"task": self.task, "normalization": self.normalization, "prediction_output": self.prediction_output,
+                "activation": self.activation, "input_size": None if size is None else list(size)}
+
+
+def size_pair(size):
+    """(height, width) of an int or a pair."""
+    return (int(size), int(size)) if isinstance(size, numbers.Integral) else tuple(int(s) for s in size)
+
+
+def without_spec(config):
+    """A get_config dict ready for the constructor."""
+    return {key: value for key, value in config.items() if key != SPEC_KEY}
