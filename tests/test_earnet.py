@@ -286,3 +286,19 @@ def test_hrnet_ocr_and_earnet_pass_the_model_checks(family, tmp_path):
     keras.utils.set_random_seed(0)
     model = family("small", scales=(1.0, 0.5), norm="group")
     check_model(model, random_images(1, 48, 40), tmp_path)
+
+
+def test_trainer_models_take_weights_files_before_any_step(tmp_path):
+    """A resumed run whose stage 1 is complete trains no step there, then loads the stage's best weights: the
+    subclassed model must be built already (it failed with "loading weights into a model that has not yet been
+    built")."""
+    from tfseg.training.earnet import EARNetConfig, EARNetTrainer
+    from tfseg.training.strategy import make_strategy
+
+    config = EARNetConfig(data_path="unused", scales=(1.0,), norm="group")
+    stage1 = EARNetTrainer(config, make_strategy("default"), 1, total_steps=1)
+    stage1.model.save_weights(tmp_path / "stage1.weights.h5")
+    stage2 = EARNetTrainer(config, make_strategy("default"), 2, 1, stage1_weights=str(tmp_path / "stage1.weights.h5"))
+    stage1.model.load_weights(tmp_path / "stage1.weights.h5")
+    stage2.model.save_weights(tmp_path / "stage2.weights.h5")
+    stage2.model.load_weights(tmp_path / "stage2.weights.h5")

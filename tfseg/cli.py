@@ -9,6 +9,7 @@ import sys
 
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
 OWN_LOGGERS = ("tfseg", "root", "__main__")  # what a command prints at INFO; others only from WARNING
+CHATTY_LOGGERS = ("tensorflow", "tf2onnx", "absl")  # they have handlers of their own
 
 
 def console(main):
@@ -30,6 +31,8 @@ def setup_logging(verbose=False, timestamps=False):
     if not verbose:
         handler.addFilter(lambda record: record.levelno >= logging.WARNING
                           or record.name.split(".")[0] in OWN_LOGGERS)
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     logging.basicConfig(level=logging.INFO, handlers=[handler])  # no-op where logging is configured already
 
 

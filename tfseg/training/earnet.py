@@ -117,12 +117,11 @@ class EARNetTrainer(SegmentationTrainer):
 
     def build_model(self):
         c = self.config
-        stage1 = HRNetOCR(c.config, scales=c.scales, region_batchnorm=c.region_batchnorm, norm=c.norm)
+        stage1 = built(HRNetOCR(c.config, scales=c.scales, region_batchnorm=c.region_batchnorm, norm=c.norm))
         start = c.init_weights if self.stage == 1 else self.stage1_weights
         if start:
-            stage1(tf.zeros((1, 64, 64, 3)))  # build, then load the weights it starts from
             stage1.load_weights(start)
-        return stage1 if self.stage == 1 else EARNet.from_stage1(stage1, c.modulation)
+        return stage1 if self.stage == 1 else built(EARNet.from_stage1(stage1, c.modulation))
 
     def make_optimizer(self):
         c = self.config
@@ -152,6 +151,13 @@ class EARNetTrainer(SegmentationTrainer):
                   for images, labels in dataset]
         results = vessel_metrics.summarize(scores)
         return {f"val_{key}": results[key] for key in ("F1", "Acc", "Se", "Sp", "AUC")}
+
+
+def built(model):
+    """The subclassed model, called once so that weights files load into it (a resumed stage that trains no
+    step has never called it)."""
+    model(tf.zeros((1, 64, 64, 3)))
+    return model
 
 
 def write_error_maps(trainer, pairs, folder, progress=True):
