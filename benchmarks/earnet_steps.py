@@ -44,25 +44,36 @@ def main():
     args = p.parse_args()
 
     train, val = vessels.kfold_split(layouts.find_dataset(args.stare), 4, 0)
-    config = EARNetConfig(data_path=args.stare, crop=args.crop, batch_size=args.batch, optimizer=args.optimizer,
-                          lr=args.lr, region_batchnorm=args.region_batchnorm,
-                          norm=args.norm, scale_range=tuple(args.scale_range))
+    config = EARNetConfig(
+        data_path=args.stare,
+        crop=args.crop,
+        batch_size=args.batch,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        region_batchnorm=args.region_batchnorm,
+        norm=args.norm,
+        scale_range=tuple(args.scale_range),
+    )
     keras.utils.set_random_seed(0)
     trainer = EARNetTrainer(config, make_strategy("default"), 1, total_steps=args.steps)
     val_data = list(vessels.make_vessel_dataset(val, trainer.model.normalization, 1, None, training=False))
     predictors = {text: scale_set_predictor(trainer.model, text) for text in args.eval_scales}
     batches = iter(trainer.train_dataset(train, 0))
-    print(f"STARE fold 0: {len(train)} training / {len(val)} validation images; crop {args.crop}, batch "
-          f"{args.batch}, {args.optimizer} lr {config.lr}, norm {args.norm}, scale range {args.scale_range}")
+    print(
+        f"STARE fold 0: {len(train)} training / {len(val)} validation images; crop {args.crop}, batch "
+        f"{args.batch}, {args.optimizer} lr {config.lr}, norm {args.norm}, scale range {args.scale_range}"
+    )
     start, losses = time.time(), []
     for step in range(1, args.steps + 1):
         losses.append(float(trainer.train_on_batch(next(batches))))
         if step % max(args.steps // 4, 1) == 0:
-            recent = losses[-max(args.steps // 8, 1):]
+            recent = losses[-max(args.steps // 8, 1) :]
             print(f"step {step}: loss {sum(recent) / len(recent):.3f}  ({time.time() - start:.0f} s)", flush=True)
             for text, predict in predictors.items():
-                print(f"  scales {text}: " + "  ".join(f"{k} {v:.3f}" for k, v in evaluate(predict, val_data).items()),
-                      flush=True)
+                print(
+                    f"  scales {text}: " + "  ".join(f"{k} {v:.3f}" for k, v in evaluate(predict, val_data).items()),
+                    flush=True,
+                )
 
 
 def scale_set_predictor(model, text):
@@ -81,8 +92,9 @@ def evaluate(predict, dataset):
     probabilities = [predict(images).numpy()[0] for images, _ in dataset]
     truths = [labels.numpy()[0] == 1 for _, labels in dataset]
     results = vessel_metrics.summarize([vessel_metrics.score_image(p, t) for p, t in zip(probabilities, truths)])
-    precision, recall, _ = precision_recall_curve(np.concatenate([t.ravel() for t in truths]),
-                                                  np.concatenate([p.ravel() for p in probabilities]))
+    precision, recall, _ = precision_recall_curve(
+        np.concatenate([t.ravel() for t in truths]), np.concatenate([p.ravel() for p in probabilities])
+    )
     best = np.max(2 * precision * recall / np.maximum(precision + recall, 1e-12))
     return {"F1": results["F1"], "Se": results["Se"], "AUC": results["AUC"], "bestF1": best}
 

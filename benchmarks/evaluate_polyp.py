@@ -23,8 +23,9 @@ def link_test_split(kvasir, root):
     for folder in ("images", "masks"):
         os.makedirs(os.path.join(root, folder))
         for stem in ids:
-            os.symlink(os.path.abspath(os.path.join(kvasir, folder, stem + ".jpg")),
-                       os.path.join(root, folder, stem + ".jpg"))
+            os.symlink(
+                os.path.abspath(os.path.join(kvasir, folder, stem + ".jpg")), os.path.join(root, folder, stem + ".jpg")
+            )
     return ids
 
 
@@ -49,8 +50,9 @@ def write_predictions(kvasir, ids, folder, seed=0):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kvasir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                                                    "Kvasir-SEG"))
+    p.add_argument(
+        "--kvasir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "Kvasir-SEG")
+    )
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,8 +60,13 @@ def main():
         write_predictions(args.kvasir, ids, os.path.join(tmp, "predictions"))
         for workers in args.workers:
             start = time.perf_counter()
-            out = evaluate(os.path.join(tmp, "Kvasir"), os.path.join(tmp, f"out{workers}"),
-                           pred_dir=os.path.join(tmp, "predictions"), workers=workers, progress=False)
+            out = evaluate(
+                os.path.join(tmp, "Kvasir"),
+                os.path.join(tmp, f"out{workers}"),
+                pred_dir=os.path.join(tmp, "predictions"),
+                workers=workers,
+                progress=False,
+            )
             seconds = time.perf_counter() - start
             dice = out["results"]["Kvasir"]["meanDice"]
             print(f"{len(ids)} images, workers={workers}: {seconds:.1f} s (meanDice {dice:.4f}, plots included)")

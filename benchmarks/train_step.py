@@ -27,9 +27,15 @@ def main():
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         write_polyp_dataset(folder, 2 * args.batch_size + 2, size=(args.input_size, args.input_size))
-        config = PraNetConfig(data_path=folder, backbone=args.backbone, backbone_weights=None,
-                             input_size=args.input_size, batch_size=args.batch_size,
-                             mixed_precision=args.mixed_precision, val_fraction=0.1)
+        config = PraNetConfig(
+            data_path=folder,
+            backbone=args.backbone,
+            backbone_weights=None,
+            input_size=args.input_size,
+            batch_size=args.batch_size,
+            mixed_precision=args.mixed_precision,
+            val_fraction=0.1,
+        )
         train, _ = load_pairs(config)
         trainer = PraNetTrainer(config, make_strategy("default"))
         start = time.perf_counter()
@@ -38,8 +44,10 @@ def main():
         start = time.perf_counter()
         trainer.fit_epoch(train, 1, args.steps, progress=False)
         steady = (time.perf_counter() - start) / args.steps
-    print(f"{args.backbone} {args.input_size}px batch {args.batch_size}"
-          f"{' bf16' if args.mixed_precision else ''}: first step {first:.1f} s, then {steady * 1000:.0f} ms/step")
+    print(
+        f"{args.backbone} {args.input_size}px batch {args.batch_size}"
+        f"{' bf16' if args.mixed_precision else ''}: first step {first:.1f} s, then {steady * 1000:.0f} ms/step"
+    )
 
 
 if __name__ == "__main__":

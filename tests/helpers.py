@@ -26,8 +26,9 @@ def max_abs_diff(outputs_a, outputs_b):
 def run_python(args, env=None, timeout=600, cwd=ROOT):
     """Runs `python ARGS` in a fresh interpreter (needed for device setup and multi-process runs)."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def tree_state(folder):
@@ -86,8 +87,9 @@ def kill_when_changed(code, watch, changes=1, slow_writes=False, timeout=300):
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TFSEG_SLOW_WRITES": str(watch)}
     script = (SLOW_WRITES if slow_writes else "") + code
-    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     before, seen, deadline = tree_state(watch), 0, time.monotonic() + timeout
     try:
         while child.poll() is None and time.monotonic() < deadline:

@@ -37,8 +37,11 @@ def check_outputs(model, images):
 def check_config(model):
     config = model.get_config()
     assert set(config[SPEC_KEY]) == SPEC and config[SPEC_KEY] == model.inference_spec()
-    assert model.prediction_output in (model.output_names if isinstance(model.prediction_output, str)
-                                       else range(-len(model.output_names), len(model.output_names)))
+    assert model.prediction_output in (
+        model.output_names
+        if isinstance(model.prediction_output, str)
+        else range(-len(model.output_names), len(model.output_names))
+    )
     assert type(model).from_config(config).get_config() == config
 
 

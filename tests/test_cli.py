@@ -29,8 +29,14 @@ def test_every_console_entry_point_answers_help(monkeypatch, capsys):
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         entry_points = tomllib.load(f)["project"]["scripts"]
-    assert {"tfseg-train-pranet", "tfseg-train-earnet", "tfseg-eval", "tfseg-export", "tfseg-infer-image",
-            "tfseg-infer-video"} <= set(entry_points)
+    assert {
+        "tfseg-train-pranet",
+        "tfseg-train-earnet",
+        "tfseg-eval",
+        "tfseg-export",
+        "tfseg-infer-image",
+        "tfseg-infer-video",
+    } <= set(entry_points)
     for name, target in entry_points.items():
         module, attribute = target.split(":")
         console = getattr(__import__(module, fromlist=[attribute]), attribute)

@@ -33,13 +33,19 @@ def synthetic_state_dict(seed=0):
     them computes finite outputs (later tests evaluate it whether or not torch reloads it first)."""
     rng = np.random.default_rng(seed)
     draw = {"running_var": lambda shape: rng.uniform(0.5, 1.5, shape)}
-    return {key: (draw.get(key.rsplit(".", 1)[-1], lambda shape: rng.normal(scale=0.05, size=shape))(shape)
-                  .astype(dtype) if dtype == "float32" else np.array(7, dtype))
-            for key, shape, dtype in tsv_rows()}
+    return {
+        key: (
+            draw.get(key.rsplit(".", 1)[-1], lambda shape: rng.normal(scale=0.05, size=shape))(shape).astype(dtype)
+            if dtype == "float32"
+            else np.array(7, dtype)
+        )
+        for key, shape, dtype in tsv_rows()
+    }
 
 
 def torch_input(x):
     import torch
+
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
@@ -73,6 +79,7 @@ def torch_pranet(tmp_path_factory):
 
 # === key mapping and accounting (numpy only) ===
 
+
 @needs_tsv
 def test_synthetic_checkpoint_lands_in_the_right_weights(keras_pranet):
     state = synthetic_state_dict()
@@ -87,11 +94,13 @@ def test_synthetic_checkpoint_lands_in_the_right_weights(keras_pranet):
     assert stem_kernel[0, 2, 1, 5] == state["resnet.conv1.0.weight"][5, 1, 0, 2]
     np.testing.assert_array_equal(stem_kernel, state["resnet.conv1.0.weight"].transpose(2, 3, 1, 0))
     block = backbone.get_layer("layer3_block0")
-    np.testing.assert_array_equal(value(block.split_convs[2].conv.kernel)[1, 0, 7, 3],
-                                  state["resnet.layer3.0.convs.2.weight"][3, 7, 1, 0])
+    np.testing.assert_array_equal(
+        value(block.split_convs[2].conv.kernel)[1, 0, 7, 3], state["resnet.layer3.0.convs.2.weight"][3, 7, 1, 0]
+    )
     np.testing.assert_array_equal(block.split_convs[2].bn.moving_variance, state["resnet.layer3.0.bns.2.running_var"])
-    np.testing.assert_array_equal(backbone.get_layer("layer2_block0").shortcut.bn.moving_mean,
-                                  state["resnet.layer2.0.downsample.2.running_mean"])
+    np.testing.assert_array_equal(
+        backbone.get_layer("layer2_block0").shortcut.bn.moving_mean, state["resnet.layer2.0.downsample.2.running_mean"]
+    )
     np.testing.assert_array_equal(backbone.get_layer("stem_conv3").bn.gamma, state["resnet.bn1.weight"])
     rfb_kernel = value(keras_pranet.get_layer("rfb3_1").branches[2][1].conv.kernel)  # the 1x5 conv
     assert rfb_kernel.shape == (1, 5, 32, 32)
@@ -106,8 +115,11 @@ def test_synthetic_checkpoint_lands_in_the_right_weights(keras_pranet):
 def test_missing_extra_and_misshapen_keys_are_errors(keras_pranet):
     state = synthetic_state_dict()
     del state["ra3_conv2.bn.running_var"]
-    with pytest.raises(ConversionError, match=r"missing checkpoint keys: ra3_conv2\.bn\.running_var.*"
-                                              r"Keras weights not filled: ra3/conv2/bn/moving_variance"):
+    with pytest.raises(
+        ConversionError,
+        match=r"missing checkpoint keys: ra3_conv2\.bn\.running_var.*"
+        r"Keras weights not filled: ra3/conv2/bn/moving_variance",
+    ):
         convert_state_dict(state, keras_pranet, "pranet")
     report = convert_state_dict(state, keras_pranet, "pranet", allow_partial=True)
     assert report.missing == ["ra3_conv2.bn.running_var"] and len(report.unfilled) == 1
@@ -123,6 +135,7 @@ def test_missing_extra_and_misshapen_keys_are_errors(keras_pranet):
 
 
 # === the Res2Net block and its pooling, against numpy and torch ===
+
 
 def np_conv_bn(x, layer, strides=1, relu=True):
     """Conv (torch padding k // 2, no bias) + inference BatchNorm with torch's epsilon 1e-5, NHWC."""
@@ -143,8 +156,13 @@ def np_avg_pool3_zeros_counted(x, strides):
 
 def np_avg_pool2_ceil(x):
     h, w = -(-x.shape[1] // 2), -(-x.shape[2] // 2)
-    return np.stack([np.stack([x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].mean(axis=(1, 2)) for j in range(w)], 1)
-                     for i in range(h)], 1)  # slices end at the border: partial windows average valid pixels
+    return np.stack(
+        [
+            np.stack([x[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean(axis=(1, 2)) for j in range(w)], 1)
+            for i in range(h)
+        ],
+        1,
+    )  # slices end at the border: partial windows average valid pixels
 
 
 def np_bottle2neck(block, x):
@@ -171,8 +189,10 @@ def test_bottle2neck_matches_numpy(stage, strides, in_channels):
     block = Bottle2neck(16, strides, stage)
     x = rng.normal(size=(2, 7, 9, in_channels)).astype("float32")
     block(x)
-    draw = {"gamma": lambda shape: rng.uniform(0.5, 1.5, shape),
-            "moving_variance": lambda shape: rng.uniform(1e-5, 1e-3, shape)}
+    draw = {
+        "gamma": lambda shape: rng.uniform(0.5, 1.5, shape),
+        "moving_variance": lambda shape: rng.uniform(1e-5, 1e-3, shape),
+    }
     for variable in block.weights:
         kind = variable.path.rsplit("/", 1)[-1]
         random = draw.get(kind, lambda shape: rng.normal(scale=0.3, size=shape))(variable.shape)
@@ -195,20 +215,24 @@ def test_pooling_matches_torch_on_odd_sizes(height, width):
     torch = pytest.importorskip("torch")
     x = np.random.default_rng(2).normal(size=(2, height, width, 3)).astype("float32")
     t = torch_input(x)
-    np.testing.assert_allclose(avg_pool_ceil(x, 2), nhwc(torch.nn.AvgPool2d(2, 2, ceil_mode=True,
-                                                                            count_include_pad=False)(t)), atol=1e-6)
+    np.testing.assert_allclose(
+        avg_pool_ceil(x, 2), nhwc(torch.nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)(t)), atol=1e-6
+    )
     for strides in (1, 2):
-        np.testing.assert_allclose(avg_pool_counting_padding(x, 3, strides),
-                                   nhwc(torch.nn.AvgPool2d(3, strides, padding=1)(t)), atol=1e-6)
+        np.testing.assert_allclose(
+            avg_pool_counting_padding(x, 3, strides), nhwc(torch.nn.AvgPool2d(3, strides, padding=1)(t)), atol=1e-6
+        )
 
 
 # === the whole network against the PyTorch reference ===
 
+
 @needs_tsv
 def test_torch_reference_has_the_original_state_dict(torch_pranet):
     model, _ = torch_pranet
-    listed = [(key, tuple(value.shape), str(value.dtype).removeprefix("torch."))
-              for key, value in model.state_dict().items()]
+    listed = [
+        (key, tuple(value.shape), str(value.dtype).removeprefix("torch.")) for key, value in model.state_dict().items()
+    ]
     assert listed == tsv_rows()
 
 

@@ -374,7 +374,7 @@ def test_each_training_sample_gets_its_own_augmentation(tmp_path):
     for i in range(4):
         save(tmp_path / "images" / f"copy{i}.png", image)
         save(tmp_path / "masks" / f"copy{i}.png", mask)
-    (_, masks), = make_dataset(find_pairs(tmp_path), "tf", 32, 4, training=True, augment=True)
+    ((_, masks),) = make_dataset(find_pairs(tmp_path), "tf", 32, 4, training=True, augment=True)
     assert len({masks[i].numpy().tobytes() for i in range(4)}) == 4
 
 
@@ -423,8 +423,10 @@ def test_joint_augment_is_a_function_of_the_seed():
 def test_flips_alone_are_exact_pixel_permutations():
     image, mask = red_blob(size=20)
     candidates = {
-        "none": image.numpy(), "horizontal": image.numpy()[:, ::-1],
-        "vertical": image.numpy()[::-1], "both": image.numpy()[::-1, ::-1],
+        "none": image.numpy(),
+        "horizontal": image.numpy()[:, ::-1],
+        "vertical": image.numpy()[::-1],
+        "both": image.numpy()[::-1, ::-1],
     }
     seen = set()
     for seed in range(12):
@@ -441,8 +443,14 @@ def test_zooming_in_crops_at_random_places_inside_the_image():
     corners = set()
     for seed in range(8):
         out_image, out_mask = joint_augment(
-            image, mask, tf.constant([seed, 1]), flip_horizontal=False, flip_vertical=False, max_rotation=0.0,
-            zoom=(1.5, 1.5), **NO_COLOUR,
+            image,
+            mask,
+            tf.constant([seed, 1]),
+            flip_horizontal=False,
+            flip_vertical=False,
+            max_rotation=0.0,
+            zoom=(1.5, 1.5),
+            **NO_COLOUR,
         )
         assert out_image.numpy().min() >= 50.0 - 1e-3 and np.all(out_mask.numpy() == 1.0)  # no zero fill
         corners.add(round(float(out_image[0, 0, 0]), 3))

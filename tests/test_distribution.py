@@ -81,16 +81,39 @@ def free_ports(count):
 
 def test_multiworker_training_with_two_local_workers(polyp_dir, tmp_path):
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    args = [sys.executable, "train_pranet.py", "--data_path", polyp_dir, "--backbone", "mobilenetv2",
-            "--backbone_weights", "none", "--batchsize", "4", "--inputsize", "64", "--epoch", "1",
-            "--steps_per_epoch", "2", "--strategy", "multiworker", "--logdir", str(tmp_path), "--name", "mwms",
-            "--no_export", "--quiet"]
+    args = [
+        sys.executable,
+        "train_pranet.py",
+        "--data_path",
+        polyp_dir,
+        "--backbone",
+        "mobilenetv2",
+        "--backbone_weights",
+        "none",
+        "--batchsize",
+        "4",
+        "--inputsize",
+        "64",
+        "--epoch",
+        "1",
+        "--steps_per_epoch",
+        "2",
+        "--strategy",
+        "multiworker",
+        "--logdir",
+        str(tmp_path),
+        "--name",
+        "mwms",
+        "--no_export",
+        "--quiet",
+    ]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        processes.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True))
+        processes.append(
+            subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
     outputs = [p.communicate(timeout=600) for p in processes]
     for process, (_, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]

@@ -44,8 +44,12 @@ class ConstantNet:
     def __call__(self, images, training=False):
         h, w = images.shape[1], images.shape[2]
         fill = lambda value, channels: ops.full((images.shape[0], h, w, channels), value)
-        return {"cls": fill(h / 16, 2), "aux": fill(h / 8, 2), "scale_attention": fill(h / 64, 1),
-                "error_attention": fill(0.5, 1)}
+        return {
+            "cls": fill(h / 16, 2),
+            "aux": fill(h / 8, 2),
+            "scale_attention": fill(h / 64, 1),
+            "error_attention": fill(0.5, 1),
+        }
 
 
 def constant_model(model_class, scales):
@@ -76,12 +80,10 @@ def test_error_attention_modulates_fused_logits_in_training_and_each_scale_at_in
     factor = 0.5 + 0.5 * 0.5  # lambda + mu * A
     out = model(np.zeros((1, 16, 16, 3), "float32"), training=True)
     a05 = 8 / 64
-    np.testing.assert_allclose(ops.convert_to_numpy(out["pred"]), (a05 * 0.5 + (1 - a05) * 1.0) * factor,
-                               rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(out["pred"]), (a05 * 0.5 + (1 - a05) * 1.0) * factor, rtol=1e-6)
     np.testing.assert_allclose(ops.convert_to_numpy(out["pred_10"]), 1.0)  # single-scale terms unmodulated
     pred = model(np.zeros((1, 16, 16, 3), "float32"))["pred"]
-    np.testing.assert_allclose(ops.convert_to_numpy(pred), a05 * 0.5 * factor + (1 - a05) * 1.0 * factor,
-                               rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(pred), a05 * 0.5 * factor + (1 - a05) * 1.0 * factor, rtol=1e-6)
 
 
 def test_stage2_starts_from_stage1_weights(stage1):
@@ -123,8 +125,11 @@ def test_earnet_loss_weights():
     ce = {k: masked_cross_entropy(labels, outputs[k]) for k in outputs if k != "error_attention"}
     expected = ce["pred"] + 0.4 * ce["aux"] + 0.05 * (ce["pred_05"] + ce["pred_10"])
     np.testing.assert_allclose(EARNetLoss()(labels, outputs), expected, rtol=1e-6)
-    np.testing.assert_allclose(EARNetLoss()(labels, outputs, errors),
-                               expected + 0.5 * masked_mse(errors, outputs["error_attention"]), rtol=1e-6)
+    np.testing.assert_allclose(
+        EARNetLoss()(labels, outputs, errors),
+        expected + 0.5 * masked_mse(errors, outputs["error_attention"]),
+        rtol=1e-6,
+    )
 
 
 def test_crop_padding_is_ignored_in_labels_and_error_maps():
@@ -134,8 +139,9 @@ def test_crop_padding_is_ignored_in_labels_and_error_maps():
     from tfseg.preprocessing import IGNORE_LABEL
 
     labels, errors = tf.ones([10, 12], tf.int32), tf.zeros([10, 12], tf.int32)
-    image, labels, errors = augment_sample(tf.fill([10, 12, 3], 100.0), [labels, errors],
-                                           tf.constant([1, 2], tf.int64), 32, "torch", (1.0, 1.0), 0.0, 0.0)
+    image, labels, errors = augment_sample(
+        tf.fill([10, 12, 3], 100.0), [labels, errors], tf.constant([1, 2], tf.int64), 32, "torch", (1.0, 1.0), 0.0, 0.0
+    )
     assert image.shape == (32, 32, 3) and labels.shape == errors.shape == (32, 32)
     assert (labels.numpy() == 1).sum() == (errors.numpy() == 0).sum() == 120  # the 10x12 image, all of it
     assert set(np.unique(labels)) == {1, IGNORE_LABEL} and set(np.unique(errors)) == {0, IGNORE_LABEL}
@@ -182,7 +188,7 @@ def test_training_and_eval_batches_are_normalised_alike(tmp_path):
     from tfseg.data.vessels import make_vessel_dataset
 
     pairs = find_dataset(write_vessel_dataset(tmp_path / "v", 2, size=(40, 40)))
-    (train_images, _), = make_vessel_dataset(pairs, "torch", 2, 40, True, scale_range=(1.0, 1.0), jitter=0.0).take(1)
+    ((train_images, _),) = make_vessel_dataset(pairs, "torch", 2, 40, True, scale_range=(1.0, 1.0), jitter=0.0).take(1)
     eval_images, eval_labels = next(iter(make_vessel_dataset(pairs, "torch", 1, None, False)))
     assert eval_images.shape == (1, 40, 40, 3) and eval_labels.shape == (1, 40, 40)
     for images in (train_images, eval_images):  # ImageNet mean/std: black is (0 - 0.485) / 0.229 = -2.1
@@ -220,10 +226,34 @@ def test_cli_trains_both_stages_resumes_exports_and_evaluates(tmp_path, capsys):
     common = ["--steps_per_epoch", "1", "--quiet", "--no_export"]
     tf.config.run_functions_eagerly(True)
     try:
-        train_earnet.main(["--data_path", str(tmp_path / "DRIVE"), "--dataset", "drive", "--epochs", "1",
-                           "--stage2_epochs", "1", "--batchsize", "2", "--crop", "96", "--val_split", "0.25",
-                           "--scales", "1.0", "0.5", "--norm", "batch",  # the export must keep BN in inference mode
-                           "--logdir", str(tmp_path / "runs"), "--name", "run", *common])
+        train_earnet.main(
+            [
+                "--data_path",
+                str(tmp_path / "DRIVE"),
+                "--dataset",
+                "drive",
+                "--epochs",
+                "1",
+                "--stage2_epochs",
+                "1",
+                "--batchsize",
+                "2",
+                "--crop",
+                "96",
+                "--val_split",
+                "0.25",
+                "--scales",
+                "1.0",
+                "0.5",
+                "--norm",
+                "batch",  # the export must keep BN in inference mode
+                "--logdir",
+                str(tmp_path / "runs"),
+                "--name",
+                "run",
+                *common,
+            ]
+        )
         first = capsys.readouterr().out
         assert "| stage1 (best validation epoch) |" in first and "| stage2 (best validation epoch) |" in first
         maps = os.listdir(run_dir / "error_maps")  # named like the images, of the 3 training (not validation) ones
@@ -248,8 +278,14 @@ def test_cli_trains_both_stages_resumes_exports_and_evaluates(tmp_path, capsys):
     assert float(np.max(np.abs(served.serve(tf.constant(x))["pred"] - model(x, training=False)["pred"]))) < 1e-4
     assert float(np.max(np.abs(model(x, training=True)["pred"] - model(x, training=False)["pred"]))) > 1e-3
 
-    results = evaluate(str(tmp_path / "DRIVE" / "test"), str(tmp_path / "eval"), task="vessel",
-                       predictor=Predictor.load(str(export / "savedmodel")), progress=False, plots=False)
+    results = evaluate(
+        str(tmp_path / "DRIVE" / "test"),
+        str(tmp_path / "eval"),
+        task="vessel",
+        predictor=Predictor.load(str(export / "savedmodel")),
+        progress=False,
+        plots=False,
+    )
     assert sorted((run_dir / "test_ids.txt").read_text().split()) == ["21_training", "22_training"]
     assert f"--data_path {tmp_path / 'DRIVE' / 'test'}" in capsys.readouterr().out  # DRIVE: the test/ folder
     (scores,) = results["results"].values()
@@ -270,8 +306,9 @@ def test_region_transforms_have_batchnorm_only_when_asked():
 def test_group_norm_makes_each_sample_independent_of_its_batch():
     model = HRNetOCR("small", scales=(1.0,), norm="group")
     norms = [layer for layer in model.net._flatten_layers() if isinstance(layer, keras.layers.GroupNormalization)]
-    assert norms and not any(isinstance(layer, keras.layers.BatchNormalization)
-                             for layer in model.net._flatten_layers())
+    assert norms and not any(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in model.net._flatten_layers()
+    )
     x = random_images(2, 64, 48)
     # the aux logits: no dropout on their path
     alone, together = model.net(x[:1], training=True)["aux"], model.net(x, training=True)["aux"][:1]

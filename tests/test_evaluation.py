@@ -23,8 +23,7 @@ from tfseg.data.synthetic import write_polyp_dataset
 from tfseg.evaluation import evaluate, polyp, prediction_map, report, vessel
 from tfseg.files import OverwriteError
 
-POLYP_KEYS = ["meanDice", "meanIoU", "wFm", "Sm", "meanEm", "maxEm", "adpEm", "MAE", "dice@0.5", "iou@0.5",
-              "n_images"]
+POLYP_KEYS = ["meanDice", "meanIoU", "wFm", "Sm", "meanEm", "maxEm", "adpEm", "MAE", "dice@0.5", "iou@0.5", "n_images"]
 
 
 def disc(height, width, centre, radius):
@@ -88,8 +87,9 @@ def random_pairs(seed=0):
 
 
 def test_agrees_with_pysodmetrics_classes():
-    dice_iou = sod.FmeasureV2({"dice": sod.DICEHandler(True, False, with_binary=True),
-                               "iou": sod.IOUHandler(True, False, with_binary=True)})
+    dice_iou = sod.FmeasureV2(
+        {"dice": sod.DICEHandler(True, False, with_binary=True), "iou": sod.IOUHandler(True, False, with_binary=True)}
+    )
     em, wfm, sm, mae = sod.Emeasure(), sod.WeightedFmeasure(), sod.Smeasure(), sod.MAE()
     scores = []
     for prediction, gt in random_pairs():
@@ -97,10 +97,18 @@ def test_agrees_with_pysodmetrics_classes():
             meter.step(prediction, gt)
         scores.append(polyp.score_image(prediction, gt > 128))
     curves, e = dice_iou.get_results(), em.get_results()["em"]
-    expected = {"meanDice": curves["dice"]["dynamic"].mean(), "meanIoU": curves["iou"]["dynamic"].mean(),
-                "wFm": wfm.get_results()["wfm"], "Sm": sm.get_results()["sm"], "meanEm": e["curve"].mean(),
-                "maxEm": e["curve"].max(), "adpEm": e["adp"], "MAE": mae.get_results()["mae"],
-                "dice@0.5": curves["dice"]["binary"], "iou@0.5": curves["iou"]["binary"]}
+    expected = {
+        "meanDice": curves["dice"]["dynamic"].mean(),
+        "meanIoU": curves["iou"]["dynamic"].mean(),
+        "wFm": wfm.get_results()["wfm"],
+        "Sm": sm.get_results()["sm"],
+        "meanEm": e["curve"].mean(),
+        "maxEm": e["curve"].max(),
+        "adpEm": e["adp"],
+        "MAE": mae.get_results()["mae"],
+        "dice@0.5": curves["dice"]["binary"],
+        "iou@0.5": curves["iou"]["binary"],
+    }
     results = polyp.summarize(scores)
     assert results.keys() == expected.keys()
     for key, value in expected.items():
@@ -125,18 +133,24 @@ def vessel_case(seed=0):
 
 def sklearn_metrics(probability, gt):
     binary = probability > 0.5
-    return {"Acc": metrics.accuracy_score(gt, binary), "Se": metrics.recall_score(gt, binary, zero_division=0),
-            "Sp": metrics.recall_score(~gt, ~binary), "F1": metrics.f1_score(gt, binary, zero_division=0),
-            "IoU": metrics.jaccard_score(gt, binary, zero_division=0), "MCC": metrics.matthews_corrcoef(gt, binary),
-            "AUC": metrics.roc_auc_score(gt, probability) if 0 < gt.sum() < gt.size else np.nan}
+    return {
+        "Acc": metrics.accuracy_score(gt, binary),
+        "Se": metrics.recall_score(gt, binary, zero_division=0),
+        "Sp": metrics.recall_score(~gt, ~binary),
+        "F1": metrics.f1_score(gt, binary, zero_division=0),
+        "IoU": metrics.jaccard_score(gt, binary, zero_division=0),
+        "MCC": metrics.matthews_corrcoef(gt, binary),
+        "AUC": metrics.roc_auc_score(gt, probability) if 0 < gt.sum() < gt.size else np.nan,
+    }
 
 
 def test_vessel_metrics_match_scikit_learn():
     cases = vessel_case()
     results = vessel.summarize([vessel.score_image(p, g, fov) for p, g, fov in cases])
     for region, pick in [(results, lambda a, m: a.ravel()), (results["fov"], lambda a, m: a[m])]:
-        pooled = sklearn_metrics(np.concatenate([pick(p, f) for p, g, f in cases]),
-                                 np.concatenate([pick(g, f) for p, g, f in cases]))
+        pooled = sklearn_metrics(
+            np.concatenate([pick(p, f) for p, g, f in cases]), np.concatenate([pick(g, f) for p, g, f in cases])
+        )
         per_image = [sklearn_metrics(pick(p, f), pick(g, f)) for p, g, f in cases]
         for key in vessel.METRICS:
             assert region[key] == pytest.approx(pooled[key], abs=1e-12), key
@@ -184,13 +198,29 @@ def independent_polyp_results(data_dir, pred_dir):
         for meter in meters:
             meter.step(prediction, gt)
     dice = meters[0].get_results()["dice"]
-    return {"meanDice": dice["dynamic"].mean(), "dice@0.5": dice["binary"],
-            "Sm": meters[1].get_results()["sm"], "MAE": meters[2].get_results()["mae"]}
+    return {
+        "meanDice": dice["dynamic"].mean(),
+        "dice@0.5": dice["binary"],
+        "Sm": meters[1].get_results()["sm"],
+        "MAE": meters[2].get_results()["mae"],
+    }
 
 
 def test_cli_pred_dir_end_to_end(eval_data, tmp_path):
-    result = run_python(["test_model.py", "--pred_dir", str(eval_data / "preds"), "--data_path",
-                         str(eval_data / "data"), "--output", str(tmp_path / "out"), "--workers", "2", "--quiet"])
+    result = run_python(
+        [
+            "test_model.py",
+            "--pred_dir",
+            str(eval_data / "preds"),
+            "--data_path",
+            str(eval_data / "data"),
+            "--output",
+            str(tmp_path / "out"),
+            "--workers",
+            "2",
+            "--quiet",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| SetA | 4 |" in result.stdout and "| SetB | 4 |" in result.stdout  # the markdown table
     assert "SetB: 1 image(s) with empty ground truth" in result.stderr
@@ -221,8 +251,16 @@ def test_unmatched_predictions_are_listed(eval_data, tmp_path):
 def test_cli_errors_are_one_line(eval_data, tmp_path):
     (tmp_path / "empty" / "images").mkdir(parents=True)
     (tmp_path / "empty" / "masks").mkdir()
-    result = run_python(["test_model.py", "--pred_dir", str(eval_data / "preds" / "SetA"), "--data_path",
-                         str(tmp_path / "empty"), "--quiet"])
+    result = run_python(
+        [
+            "test_model.py",
+            "--pred_dir",
+            str(eval_data / "preds" / "SetA"),
+            "--data_path",
+            str(tmp_path / "empty"),
+            "--quiet",
+        ]
+    )
     assert result.returncode != 0 and "error: No image files" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -235,8 +273,21 @@ def test_cli_model_end_to_end_and_saved_maps_read_back(eval_data, tmp_path):
     keras.utils.set_random_seed(0)
     PraNet("mobilenetv2", backbone_weights=None).save(tmp_path / "model.keras")
     data = eval_data / "data" / "SetB"
-    result = run_python(["test_model.py", "--model", str(tmp_path / "model.keras"), "--data_path", str(data),
-                         "--inputsize", "64", "--save_maps", str(tmp_path / "maps"), "--no_plots", "--quiet"])
+    result = run_python(
+        [
+            "test_model.py",
+            "--model",
+            str(tmp_path / "model.keras"),
+            "--data_path",
+            str(data),
+            "--inputsize",
+            "64",
+            "--save_maps",
+            str(tmp_path / "maps"),
+            "--no_plots",
+            "--quiet",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "model_eval" / "results.json") as f:  # default output: beside the model
         results = json.load(f)
@@ -252,10 +303,24 @@ def test_cli_model_end_to_end_and_saved_maps_read_back(eval_data, tmp_path):
 
 
 def test_pred_dir_mode_imports_no_tensorflow(eval_data, tmp_path):
-    args = ["--pred_dir", str(eval_data / "preds" / "SetA"), "--data_path", str(eval_data / "data" / "SetA"),
-            "--output", str(tmp_path / "out"), "--workers", "1", "--no_plots", "--quiet"]
-    result = run_python(["-c", f"import sys, test_model; test_model.main({args!r}); "
-                               "assert 'tensorflow' not in sys.modules, 'TF imported'"])
+    args = [
+        "--pred_dir",
+        str(eval_data / "preds" / "SetA"),
+        "--data_path",
+        str(eval_data / "data" / "SetA"),
+        "--output",
+        str(tmp_path / "out"),
+        "--workers",
+        "1",
+        "--no_plots",
+        "--quiet",
+    ]
+    result = run_python(
+        [
+            "-c",
+            f"import sys, test_model; test_model.main({args!r}); assert 'tensorflow' not in sys.modules, 'TF imported'",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -266,17 +331,21 @@ def test_vessel_dataset_with_fov_end_to_end(tmp_path):
         gt = rng.random((20, 26)) < 0.2
         fov = disc(20, 26, (10, 13), 9)
         probability = np.clip(0.5 * gt + rng.random(gt.shape) * 0.6, 0, 1)
-        for folder, name, picture in [("images", f"{n:02d}_test.tif", np.zeros((20, 26, 3), np.uint8)),
-                                      ("1st_manual", f"{n:02d}_manual1.gif", gt * 255),
-                                      ("mask", f"{n:02d}_test_mask.gif", fov * 255),
-                                      ("preds", f"{n:02d}_test.png", np.rint(probability * 255))]:
+        for folder, name, picture in [
+            ("images", f"{n:02d}_test.tif", np.zeros((20, 26, 3), np.uint8)),
+            ("1st_manual", f"{n:02d}_manual1.gif", gt * 255),
+            ("mask", f"{n:02d}_test_mask.gif", fov * 255),
+            ("preds", f"{n:02d}_test.png", np.rint(probability * 255)),
+        ]:
             os.makedirs(tmp_path / folder, exist_ok=True)
             Image.fromarray(picture.astype(np.uint8)).save(tmp_path / folder / name)
         cases.append((np.rint(probability * 255) / 255, gt, fov))
-    results = evaluate(tmp_path, tmp_path / "out", task="vessel", pred_dir=tmp_path / "preds", workers=1,
-                       progress=False)["results"][tmp_path.name]
-    pooled = lambda pick: sklearn_metrics(*(np.concatenate(parts) for parts in zip(*[pick(p, g, f) for p, g, f
-                                                                                     in cases])))
+    results = evaluate(
+        tmp_path, tmp_path / "out", task="vessel", pred_dir=tmp_path / "preds", workers=1, progress=False
+    )["results"][tmp_path.name]
+    pooled = lambda pick: sklearn_metrics(
+        *(np.concatenate(parts) for parts in zip(*[pick(p, g, f) for p, g, f in cases]))
+    )
     whole, inside = pooled(lambda p, g, f: (p.ravel(), g.ravel())), pooled(lambda p, g, f: (p[f], g[f]))
     for key in vessel.METRICS:
         assert results[key] == pytest.approx(whole[key], abs=1e-12), key
@@ -293,11 +362,14 @@ def test_real_kvasir_masks_read_as_the_reference_does(tmp_path):
     for folder in ("images", "masks"):
         os.makedirs(tmp_path / "Kvasir" / folder)
         for stem in ids:
-            os.symlink(os.path.join(os.path.abspath(kvasir), folder, stem + ".jpg"),
-                       tmp_path / "Kvasir" / folder / (stem + ".jpg"))
+            os.symlink(
+                os.path.join(os.path.abspath(kvasir), folder, stem + ".jpg"),
+                tmp_path / "Kvasir" / folder / (stem + ".jpg"),
+            )
     write_predictions(tmp_path / "Kvasir" / "masks", tmp_path / "preds", blur=4)
-    results = evaluate(tmp_path / "Kvasir", tmp_path / "out", pred_dir=tmp_path / "preds", workers=1, plots=False,
-                       progress=False)["results"]["Kvasir"]
+    results = evaluate(
+        tmp_path / "Kvasir", tmp_path / "out", pred_dir=tmp_path / "preds", workers=1, plots=False, progress=False
+    )["results"]["Kvasir"]
     for key, value in independent_polyp_results(tmp_path / "Kvasir", tmp_path / "preds").items():
         assert results[key] == pytest.approx(value, abs=1e-12), key
 
@@ -308,8 +380,15 @@ def test_split_file_restricts_the_images(eval_data, tmp_path):
     for name in ("synth_0000.png", "synth_0001.png"):
         os.remove(preds / name)
     (tmp_path / "ids.txt").write_text("synth_0002\nsynth_0003\n")
-    results = evaluate(eval_data / "data" / "SetA", tmp_path / "out", pred_dir=preds, split_file=tmp_path / "ids.txt",
-                       workers=1, plots=False, progress=False)["results"]
+    results = evaluate(
+        eval_data / "data" / "SetA",
+        tmp_path / "out",
+        pred_dir=preds,
+        split_file=tmp_path / "ids.txt",
+        workers=1,
+        plots=False,
+        progress=False,
+    )["results"]
     assert results["SetA"]["n_images"] == 2
 
 
@@ -321,10 +400,19 @@ def test_vessel_fov_can_be_estimated(tmp_path):
     root = write_vessel_dataset(tmp_path / "v", 2, size=(64, 64))
     os.rename(root / "fov", tmp_path / "fov_aside")  # a dataset without FOV masks, like STARE
     write_predictions(root / "masks", tmp_path / "preds", blur=1)
-    plain = evaluate(root, tmp_path / "a", task="vessel", pred_dir=tmp_path / "preds", workers=1, plots=False,
-                     progress=False)["results"]["v"]
-    estimated = evaluate(root, tmp_path / "b", task="vessel", pred_dir=tmp_path / "preds", workers=1, plots=False,
-                         estimate_fov=True, progress=False)["results"]["v"]
+    plain = evaluate(
+        root, tmp_path / "a", task="vessel", pred_dir=tmp_path / "preds", workers=1, plots=False, progress=False
+    )["results"]["v"]
+    estimated = evaluate(
+        root,
+        tmp_path / "b",
+        task="vessel",
+        pred_dir=tmp_path / "preds",
+        workers=1,
+        plots=False,
+        estimate_fov=True,
+        progress=False,
+    )["results"]["v"]
     assert "fov" not in plain and estimated["Acc"] == plain["Acc"]
     scores = []
     for name in ("vessel_0000.png", "vessel_0001.png"):
@@ -412,9 +500,20 @@ def test_float_prediction_maps_score_as_their_8_bit_twins(tmp_path, task):
         probability = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) / np.float32(255)
         assert cv2.imwrite(str(tmp_path / "tif" / f"{path.stem}.tif"), probability)
     assert read_prediction(tmp_path / "tif" / "synth_0000.tif").dtype == np.float32
-    eight_bit, floats = (report.flatten(evaluate(data, tmp_path / f"out_{folder}", task=task,
-                                                 pred_dir=tmp_path / folder, workers=1, plots=False,
-                                                 progress=False)["results"]["data"]) for folder in ("png", "tif"))
+    eight_bit, floats = (
+        report.flatten(
+            evaluate(
+                data,
+                tmp_path / f"out_{folder}",
+                task=task,
+                pred_dir=tmp_path / folder,
+                workers=1,
+                plots=False,
+                progress=False,
+            )["results"]["data"]
+        )
+        for folder in ("png", "tif")
+    )
     # pysodmetrics floors p * 255 to its 256 levels: float32 rounding may move a pixel on a level's edge by one
     assert floats == pytest.approx(eight_bit, abs=1e-4)
 
@@ -442,11 +541,31 @@ def test_size_mismatch_is_refused_unless_allowed(tmp_path):
     mismatch = "synth_0001: image 40x30, mask 64x48"
     with pytest.raises(DatasetError, match=f"1 pair\\(s\\) whose image and mask sizes differ: {mismatch}"):
         evaluate(data, tmp_path / "out", pred_dir=tmp_path / "preds", workers=1, progress=False)
-    result = evaluate(data, tmp_path / "out", pred_dir=tmp_path / "preds", workers=1, plots=False, progress=False,
-                      allow_size_mismatch=True)
+    result = evaluate(
+        data,
+        tmp_path / "out",
+        pred_dir=tmp_path / "preds",
+        workers=1,
+        plots=False,
+        progress=False,
+        allow_size_mismatch=True,
+    )
     assert result["results"]["data"]["n_images"] == 3 and any(mismatch in note for note in result["notes"])
-    test_model.main(["--pred_dir", str(tmp_path / "preds"), "--data_path", str(data), "--allow_size_mismatch",
-                     "--output", str(tmp_path / "cli"), "--workers", "1", "--no_plots", "--quiet"])
+    test_model.main(
+        [
+            "--pred_dir",
+            str(tmp_path / "preds"),
+            "--data_path",
+            str(data),
+            "--allow_size_mismatch",
+            "--output",
+            str(tmp_path / "cli"),
+            "--workers",
+            "1",
+            "--no_plots",
+            "--quiet",
+        ]
+    )
     assert (tmp_path / "cli" / "results.json").is_file()
 
 
@@ -464,8 +583,19 @@ def test_outputs_never_replace_inputs(tmp_path):
     write_predictions(data / "masks", preds)
     for output in (preds, data / "masks"):
         with pytest.raises(SystemExit, match=r"^error: The output folder [^\n]*$"):
-            test_model.main(["--pred_dir", str(preds), "--data_path", str(data), "--output", str(output),
-                             "--workers", "1", "--quiet"])
+            test_model.main(
+                [
+                    "--pred_dir",
+                    str(preds),
+                    "--data_path",
+                    str(data),
+                    "--output",
+                    str(output),
+                    "--workers",
+                    "1",
+                    "--quiet",
+                ]
+            )
     assert sorted(os.listdir(preds)) == ["synth_0000.png", "synth_0001.png", "synth_0002.png"]
 
 
@@ -480,22 +610,37 @@ def test_cli_model_mode_passes_runtime_and_refuses_a_truncated_jpeg(tmp_path, mo
 
     monkeypatch.setitem(sys.modules, "tfseg.inference", types.SimpleNamespace(Predictor=Predictor))
     data = small_dataset(tmp_path / "data")
-    args = ["--model", str(tmp_path / "model.keras"), "--runtime", "onnx", "--data_path", str(data), "--workers", "1",
-            "--no_plots", "--quiet"]
+    args = [
+        "--model",
+        str(tmp_path / "model.keras"),
+        "--runtime",
+        "onnx",
+        "--data_path",
+        str(data),
+        "--workers",
+        "1",
+        "--no_plots",
+        "--quiet",
+    ]
     test_model.main(args)
     assert loaded[0]["runtime"] == "onnx" and (tmp_path / "model_eval" / "results.json").is_file()
     truncate(data / "images" / "synth_0002.jpg")
-    with pytest.raises(SystemExit, match=r"(?s)^error: Inputs that cannot be scored.*synth_0002\.jpg \(image file "
-                                         "is truncated"):
+    with pytest.raises(
+        SystemExit,
+        match=r"(?s)^error: Inputs that cannot be scored.*synth_0002\.jpg \(image file "
+        "is truncated",
+    ):
         test_model.main(args)
 
 
 def test_every_output_file_is_written_atomically(tmp_path, monkeypatch):
     replaced, replace = [], os.replace
-    monkeypatch.setattr(os, "replace", lambda source, target: replaced.append(os.fspath(target)) or replace(source,
-                                                                                                           target))
+    monkeypatch.setattr(
+        os, "replace", lambda source, target: replaced.append(os.fspath(target)) or replace(source, target)
+    )
     data = small_dataset(tmp_path / "data")
-    evaluate(data, tmp_path / "out", predictor=CountingPredictor(), save_maps=tmp_path / "maps", workers=1,
-             progress=False)
+    evaluate(
+        data, tmp_path / "out", predictor=CountingPredictor(), save_maps=tmp_path / "maps", workers=1, progress=False
+    )
     written = [str(path) for folder in ("out", "maps") for path in (tmp_path / folder).iterdir()]
     assert len(written) == 5 + 3 and sorted(written) == sorted(replaced)  # and no temporary file left

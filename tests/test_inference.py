@@ -43,8 +43,9 @@ def exported(tmp_path_factory):
     keras.utils.set_random_seed(0)  # the same weights every run: the overlay checks below see the same masks
     model = moved_batchnorm_statistics(PraNet("mobilenetv2", backbone_weights=None))
     export(model, str(folder / "source"), ["keras"], INPUT_SIZE)
-    export_model.main(["--model", str(folder / "source"), "--formats", ",".join(FORMATS), "--output",
-                       str(folder / "all")])
+    export_model.main(
+        ["--model", str(folder / "source"), "--formats", ",".join(FORMATS), "--output", str(folder / "all")]
+    )
     return model, folder / "all"
 
 
@@ -56,15 +57,22 @@ def image():
 def test_every_format_is_written_with_metadata(exported):
     model, folder = exported
     check_export_parity(model, random_images(1, INPUT_SIZE, INPUT_SIZE), folder, (INPUT_SIZE, INPUT_SIZE))
-    assert {p.name for p in folder.iterdir()} == {"model.keras", "savedmodel", "model.onnx", "model.tflite",
-                                                  "tfseg.json"}
+    assert {p.name for p in folder.iterdir()} == {
+        "model.keras",
+        "savedmodel",
+        "model.onnx",
+        "model.tflite",
+        "tfseg.json",
+    }
     metadata = json.loads((folder / "tfseg.json").read_text())
     assert metadata["input_size"] == [INPUT_SIZE] * 2 and metadata["normalization"] == "tf"
     import onnx
+
     embedded = {p.key: p.value for p in onnx.load(str(folder / "model.onnx")).metadata_props}
     assert json.loads(embedded["tfseg"]) == {key: value for key, value in metadata.items() if key != "files"}
-    assert set(metadata["files"]) == set(FORMATS) and all(entry["fingerprint"].startswith("sha256:")
-                                                          for entry in metadata["files"].values())
+    assert set(metadata["files"]) == set(FORMATS) and all(
+        entry["fingerprint"].startswith("sha256:") for entry in metadata["files"].values()
+    )
 
 
 def test_four_formats_give_the_same_probabilities(exported, image):
@@ -91,8 +99,11 @@ def test_fastest_runtime_is_the_default_and_files_load_alone(exported, image):
     onnx_alone = folder.parent / "alone"
     onnx_alone.mkdir()
     os.link(folder / "model.onnx", onnx_alone / "model.onnx")  # no tfseg.json: the embedded metadata serves
-    np.testing.assert_allclose(Predictor.load(onnx_alone / "model.onnx").predict(image),
-                               Predictor.load(folder, runtime="onnx").predict(image), atol=1e-6)
+    np.testing.assert_allclose(
+        Predictor.load(onnx_alone / "model.onnx").predict(image),
+        Predictor.load(folder, runtime="onnx").predict(image),
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match=r"exported for input size \(64, 64\), not \(96, 96\)"):
         Predictor.load(folder / "model.tflite", input_size=96)
     assert Predictor.load(folder / "savedmodel", input_size=96).predict(image).shape == (75, 103)
@@ -128,8 +139,19 @@ def test_infer_image_writes_masks_and_overlays_and_skips_a_corrupt_file(exported
     (images / "broken.png").write_bytes(b"\x89PNG not really")
     probability = Predictor.load(folder).predict(rgb)
     threshold = float(np.median(probability))  # about half of the image in the mask: an overlay to see
-    infer_image.main(["--model", str(folder), "--image", str(images), "--output", str(tmp_path / "out"),
-                      "--threshold", str(threshold), "--quiet"])
+    infer_image.main(
+        [
+            "--model",
+            str(folder),
+            "--image",
+            str(images),
+            "--output",
+            str(tmp_path / "out"),
+            "--threshold",
+            str(threshold),
+            "--quiet",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "2 image(s) segmented with tflite" in printed and "1 skipped" in printed and "broken.png" in printed
     mask = cv2.imread(str(tmp_path / "out" / "polyp1_mask.png"), cv2.IMREAD_GRAYSCALE)
@@ -153,9 +175,24 @@ def test_infer_video_overlays_every_frame_and_reports(exported, tmp_path, capsys
     capture.release()
     threshold = float(np.median(Predictor.load(folder).predict(first)))
     report_path = tmp_path / "report.json"
-    infer_video.main(["--model", str(folder), "--video", str(clip), "--output", str(tmp_path / "out" / "o.mp4"),
-                      "--threshold", str(threshold), "--batchsize", "4", "--smooth", "0.5",
-                      "--report", str(report_path)])
+    infer_video.main(
+        [
+            "--model",
+            str(folder),
+            "--video",
+            str(clip),
+            "--output",
+            str(tmp_path / "out" / "o.mp4"),
+            "--threshold",
+            str(threshold),
+            "--batchsize",
+            "4",
+            "--smooth",
+            "0.5",
+            "--report",
+            str(report_path),
+        ]
+    )
     report = json.loads(report_path.read_text())
     assert report["frames_in"] == report["frames_out"] == 12
     assert report["runtime"] == "tflite" and report["codec"] in ("avc1", "mp4v") and not report["interrupted"]
@@ -208,11 +245,13 @@ def test_video_errors_are_clear(exported, tmp_path):
     corrupt.write_bytes(os.urandom(2000))
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    cases = [(["--video", str(tmp_path / "missing.mp4")], "Video not found"),
-             (["--video", str(corrupt)], "Cannot read video .*corrupt"),
-             (["--video", "7"], "Camera 7 is not available"),
-             (["--video", str(clip), "--output", str(blocker / "o.mp4")], "Cannot create the output folder"),
-             (["--video", str(clip), "--output", str(tmp_path / "o.webm")], "Unsupported output extension")]
+    cases = [
+        (["--video", str(tmp_path / "missing.mp4")], "Video not found"),
+        (["--video", str(corrupt)], "Cannot read video .*corrupt"),
+        (["--video", "7"], "Camera 7 is not available"),
+        (["--video", str(clip), "--output", str(blocker / "o.mp4")], "Cannot create the output folder"),
+        (["--video", str(clip), "--output", str(tmp_path / "o.webm")], "Unsupported output extension"),
+    ]
     for args, message in cases:
         with pytest.raises(SystemExit, match=message):
             infer_video.main(["--model", str(folder / "model.tflite"), "--output", str(tmp_path / "o.mp4"), *args])
@@ -258,8 +297,9 @@ def test_files_that_are_not_the_exported_ones_are_refused(exported, tmp_path, ca
     with pytest.raises(ModelFileError, match="model.onnx is not the file exported with .*fingerprint differs"):
         Predictor.load(target, runtime="onnx")
     with pytest.raises(SystemExit, match="^error: .*model.onnx is not the file exported with"):
-        infer_image.main(["--model", str(target), "--runtime", "onnx", "--image", str(tmp_path), "--output",
-                          str(tmp_path / "out")])
+        infer_image.main(
+            ["--model", str(target), "--runtime", "onnx", "--image", str(tmp_path), "--output", str(tmp_path / "out")]
+        )
     shutil.copy(target / "model.tflite", target / "copy.tflite")  # in the folder, but not of the export
     with pytest.raises(ModelFileError, match="copy.tflite is not a file of the export described by"):
         Predictor.load(target / "copy.tflite")
@@ -286,8 +326,9 @@ def test_kill_during_an_export_leaves_the_previous_export_whole(exported, tmp_pa
     metadata["files"] = {"keras": metadata["files"]["keras"]}
     (target / "tfseg.json").write_text(json.dumps(metadata))
     replacement, source = other_model(tmp_path)
-    outcome, stderr = kill_when_changed(KILLED_EXPORT.format(source=str(source), target=str(target)), tmp_path,
-                                       changes=changes)
+    outcome, stderr = kill_when_changed(
+        KILLED_EXPORT.format(source=str(source), target=str(target)), tmp_path, changes=changes
+    )
     assert outcome == "killed", stderr
     assert set(os.listdir(target)) == {"model.keras", "tfseg.json"}
     loaded = Predictor.load(target).runtime.model  # loads, its fingerprint checked
@@ -305,10 +346,12 @@ def test_export_refuses_what_it_would_destroy_and_says_why(exported, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     source = ["--model", str(folder / "model.keras")]
-    cases = [(source + ["--output", str(data)], "is not empty and holds no tfseg export"),
-             (source + ["--output", str(folder)], "holds the input .*model.keras"),
-             (source + ["--formats", ",", "--output", str(tmp_path / "x")], "No export format given"),
-             (source + ["--output", str(blocker / "x")], "Not a directory")]
+    cases = [
+        (source + ["--output", str(data)], "is not empty and holds no tfseg export"),
+        (source + ["--output", str(folder)], "holds the input .*model.keras"),
+        (source + ["--formats", ",", "--output", str(tmp_path / "x")], "No export format given"),
+        (source + ["--output", str(blocker / "x")], "Not a directory"),
+    ]
     for args, message in cases:
         with pytest.raises(SystemExit, match=f"^error: .*{message}"):
             export_model.main(args)
@@ -322,16 +365,35 @@ def test_infer_video_refuses_to_write_over_its_input(exported, tmp_path):
     os.symlink(clip, tmp_path / "link.mp4")
     for output in (clip, tmp_path / "link.mp4"):
         with pytest.raises(SystemExit, match="^error: The output .* would overwrite the input"):
-            infer_video.main(["--model", str(folder / "model.tflite"), "--video", str(clip), "--output",
-                              str(output)])
+            infer_video.main(["--model", str(folder / "model.tflite"), "--video", str(clip), "--output", str(output)])
     with pytest.raises(SystemExit, match="^error: The report .* would overwrite the input"):
-        infer_video.main(["--model", str(folder / "model.tflite"), "--video", str(clip), "--output",
-                          str(tmp_path / "o.mp4"), "--report", str(clip)])
+        infer_video.main(
+            [
+                "--model",
+                str(folder / "model.tflite"),
+                "--video",
+                str(clip),
+                "--output",
+                str(tmp_path / "o.mp4"),
+                "--report",
+                str(clip),
+            ]
+        )
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     with pytest.raises(SystemExit, match="^error: Cannot create the output folder"):  # before any frame
-        infer_video.main(["--model", str(folder / "model.tflite"), "--video", str(clip), "--output",
-                          str(tmp_path / "o.mp4"), "--report", str(blocker / "report.json")])
+        infer_video.main(
+            [
+                "--model",
+                str(folder / "model.tflite"),
+                "--video",
+                str(clip),
+                "--output",
+                str(tmp_path / "o.mp4"),
+                "--report",
+                str(blocker / "report.json"),
+            ]
+        )
     assert clip.read_bytes() == content and not (tmp_path / "o.mp4").exists()
 
 
@@ -349,8 +411,9 @@ def test_infer_image_keeps_inputs_that_share_a_stem_apart(exported, tmp_path, ca
     infer_image.main(["--model", str(folder), "--image", str(images), "--output", str(tmp_path / "out"), "--quiet"])
     printed = capsys.readouterr().out
     assert "2 image(s) segmented with tflite: 6 file(s) written" in printed and "cut.jpg" in printed
-    assert sorted(os.listdir(tmp_path / "out")) == sorted(f"polyps3_{ext}_{kind}.png" for ext in ("jpg", "png")
-                                                          for kind in ("mask", "prob", "overlay"))
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(
+        f"polyps3_{ext}_{kind}.png" for ext in ("jpg", "png") for kind in ("mask", "prob", "overlay")
+    )
     mixed = tmp_path / "mixed"  # an image and its mask from an earlier run, the output folder the same
     mixed.mkdir()
     shutil.copy(images / "polyps3.png", mixed / "polyps3.png")

@@ -10,7 +10,7 @@ def numpy_weights(mask):
     pooled = np.zeros(mask.shape[:3])
     for i in range(mask.shape[1]):
         for j in range(mask.shape[2]):
-            pooled[:, i, j] = padded[:, i:i + 31, j:j + 31].sum(axis=(1, 2)) / 961.0
+            pooled[:, i, j] = padded[:, i : i + 31, j : j + 31].sum(axis=(1, 2)) / 961.0
     return 1 + 5 * np.abs(pooled - mask[..., 0])
 
 

@@ -40,8 +40,9 @@ def test_backbone_batchnorm_momentum_is_torch_default(mobilenet_pranet):
 
 def test_decoder_batchnorm_uses_torch_defaults(mobilenet_pranet):
     decoder = [mobilenet_pranet.get_layer(n) for n in ("rfb2_1", "rfb3_1", "rfb4_1", "agg1", "ra4", "ra3", "ra2")]
-    decoder_bns = [layer for d in decoder for layer in d._flatten_layers()
-                   if isinstance(layer, keras.layers.BatchNormalization)]
+    decoder_bns = [
+        layer for d in decoder for layer in d._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     assert len(decoder_bns) > 40
     assert {(layer.epsilon, layer.momentum) for layer in decoder_bns} == {(1e-5, 0.9)}
 
@@ -54,16 +55,17 @@ def test_resize_matches_tensorflow_kernels(align_corners, size):
         expected = tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
     else:
         expected = tf.image.resize(x, size, method="bilinear", antialias=False)
-    dynamic = tf.function(lambda images, hw: resize_bilinear(images, (hw[0], hw[1]), align_corners),
-                          input_signature=[tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([2], tf.int32)])
+    dynamic = tf.function(
+        lambda images, hw: resize_bilinear(images, (hw[0], hw[1]), align_corners),
+        input_signature=[tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([2], tf.int32)],
+    )
     assert max_abs_diff(resize_bilinear(x, size, align_corners), expected) < 1e-5  # static: native ops
     assert max_abs_diff(dynamic(x, size), expected) < 1e-5  # dynamic: the gathers
 
 
 def test_partial_decoder_returns_one_channel_at_stride_8():
     decoder = PartialDecoder(8)
-    out = decoder(np.ones((1, 2, 3, 8), "float32"), np.ones((1, 4, 6, 8), "float32"),
-                  np.ones((1, 8, 12, 8), "float32"))
+    out = decoder(np.ones((1, 2, 3, 8), "float32"), np.ones((1, 4, 6, 8), "float32"), np.ones((1, 8, 12, 8), "float32"))
     assert tuple(out.shape) == (1, 8, 12, 1)
 
 
@@ -110,12 +112,15 @@ def test_imagenet_download_failure_is_explained(monkeypatch):
 def test_normalisation_per_backbone():
     rgb = np.array([[[255.0, 0.0, 127.5]]], "float32")
     np.testing.assert_allclose(normalize(rgb, "tf"), [[[1.0, -1.0, 0.0]]])
-    np.testing.assert_allclose(normalize(rgb, "caffe"), [[[127.5 - 103.939, -116.779, 255.0 - 123.68]]],
-                               rtol=1e-6)
-    np.testing.assert_allclose(normalize(rgb, "torch"),
-                               [[[(1 - 0.485) / 0.229, -0.456 / 0.224, (0.5 - 0.406) / 0.225]]], rtol=1e-6)
+    np.testing.assert_allclose(normalize(rgb, "caffe"), [[[127.5 - 103.939, -116.779, 255.0 - 123.68]]], rtol=1e-6)
+    np.testing.assert_allclose(
+        normalize(rgb, "torch"), [[[(1 - 0.485) / 0.229, -0.456 / 0.224, (0.5 - 0.406) / 0.225]]], rtol=1e-6
+    )
     assert {name: spec.normalization for name, spec in BACKBONES.items()} == {
-        "resnet50": "caffe", "mobilenetv2": "tf", "res2net50": "torch"}  # res2net50: PraNet's own input
+        "resnet50": "caffe",
+        "mobilenetv2": "tf",
+        "res2net50": "torch",
+    }  # res2net50: PraNet's own input
     with pytest.raises(ValueError, match="Unknown normalisation"):
         normalize(rgb, "mobilenetv2")  # a backbone is not a normalisation
 
@@ -125,8 +130,9 @@ def test_tiled_conv_matches_one_conv(kernel, strides, dilation):
     conv = keras.layers.Conv2D(1024, kernel, strides=strides, dilation_rate=dilation, use_bias=False)  # tiled
     x = np.random.default_rng(0).normal(size=(2, 23, 30, 8)).astype("float32")
     expected = conv(x)
-    dynamic = tf.function(lambda images: tiled_conv(conv, images, tile=7),
-                          input_signature=[tf.TensorSpec([None, None, None, 8])])
+    dynamic = tf.function(
+        lambda images: tiled_conv(conv, images, tile=7), input_signature=[tf.TensorSpec([None, None, None, 8])]
+    )
     assert max_abs_diff(tiled_conv(conv, x, tile=7), expected) < 1e-5  # static shape: up to 4 x 5 tiles
     assert max_abs_diff(dynamic(x), expected) < 1e-5
 

@@ -78,8 +78,9 @@ class CountingTrainer:
         self.optimizer.build(self.model.trainable_variables)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.best_score = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch,
-                                              best_score=self.best_score)
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, epoch=self.epoch, best_score=self.best_score
+        )
         self.interrupt_at = interrupt_at
 
     def restore(self, path):
@@ -168,10 +169,24 @@ def test_ctrl_c_in_training_names_the_folder_to_resume(tmp_path, capsys):
 
 def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     """SIGINT while the script imports TensorFlow: no traceback, exit status 130."""
-    command = [sys.executable, "infer_image.py", "--model", str(tmp_path), "--image", str(tmp_path), "--output",
-               str(tmp_path / "out")]
-    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    command = [
+        sys.executable,
+        "infer_image.py",
+        "--model",
+        str(tmp_path),
+        "--image",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    child = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     maps = f"/proc/{child.pid}/maps"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and child.poll() is None:  # wait until TensorFlow is being loaded
@@ -195,8 +210,10 @@ def test_symlink_loop_and_truncated_jpeg_in_training_are_one_error_line(tmp_path
     os.symlink("loop.jpg", os.path.join(data, "images", "loop.jpg"))
     result = run_python(["train_pranet.py", "--data_path", data, "--backbone_weights", "none"])
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.splitlines()[-1].startswith("error: ") and \
-        "loop.jpg (Too many levels of symbolic links)" in result.stderr.splitlines()[-1]
+    assert (
+        result.stderr.splitlines()[-1].startswith("error: ")
+        and "loop.jpg (Too many levels of symbolic links)" in result.stderr.splitlines()[-1]
+    )
 
     os.remove(os.path.join(data, "images", "loop.jpg"))
     image = os.path.join(data, "images", "synth_0003.jpg")
@@ -204,8 +221,10 @@ def test_symlink_loop_and_truncated_jpeg_in_training_are_one_error_line(tmp_path
     open(image, "wb").write(content[: len(content) // 2])  # a valid header: PIL's verify() passes it
     result = run_python(["train_pranet.py", "--data_path", data, "--backbone_weights", "none"])
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.splitlines()[-1].startswith("error: ") and \
-        f"{image} (image file is truncated" in result.stderr.splitlines()[-1]
+    assert (
+        result.stderr.splitlines()[-1].startswith("error: ")
+        and f"{image} (image file is truncated" in result.stderr.splitlines()[-1]
+    )
 
 
 def test_unreadable_validation_file_is_reported_before_the_overlap_check_reads_it(tmp_path, monkeypatch):
@@ -233,8 +252,19 @@ def test_unreadable_validation_file_is_reported_before_the_overlap_check_reads_i
 
 def test_a_training_export_folder_that_is_not_one_is_refused_before_training(tmp_path):
     data = write_polyp_dataset(str(tmp_path / "data"), 8, size=(64, 64), seed=0)
-    result = run_python(["train_pranet.py", "--data_path", data, "--backbone_weights", "none", "--logdir",
-                         str(tmp_path / "runs"), "--trained_model_path", data])
+    result = run_python(
+        [
+            "train_pranet.py",
+            "--data_path",
+            data,
+            "--backbone_weights",
+            "none",
+            "--logdir",
+            str(tmp_path / "runs"),
+            "--trained_model_path",
+            data,
+        ]
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1].startswith(f"error: {data} is not empty and holds no tfseg export")
     assert not os.path.exists(tmp_path / "runs")
@@ -280,7 +310,8 @@ def test_every_model_family_loads_from_a_keras_file_in_a_fresh_process(tmp_path)
     result = run_python(["-c", FRESH_PROCESS_LOADS, str(tmp_path)])
     assert result.returncode == 0 and "all loaded" in result.stdout, result.stderr[-3000:]
     assert sorted(os.listdir(tmp_path / "segmented")) == sorted(
-        f"vessel_{i:04d}_{kind}.png" for i in range(2) for kind in ("mask", "prob", "overlay"))
+        f"vessel_{i:04d}_{kind}.png" for i in range(2) for kind in ("mask", "prob", "overlay")
+    )
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["vessels"]["n_images"] == 2
     assert "AUC" in json.loads((tmp_path / "eval" / "results.json").read_text())["vessels"]  # vessel protocol
     exported = json.loads((tmp_path / "export" / "tfseg.json").read_text())

@@ -16,8 +16,17 @@ from tfseg.training.strategy import make_strategy
 
 
 def tiny_config(polyp_dir, **overrides):
-    return PraNetConfig(**{"data_path": polyp_dir, "backbone": "mobilenetv2", "backbone_weights": None,
-                          "input_size": 64, "batch_size": 4, "lr": 1e-3, **overrides})
+    return PraNetConfig(
+        **{
+            "data_path": polyp_dir,
+            "backbone": "mobilenetv2",
+            "backbone_weights": None,
+            "input_size": 64,
+            "batch_size": 4,
+            "lr": 1e-3,
+            **overrides,
+        }
+    )
 
 
 def test_steps_lower_the_loss(polyp_dir):
@@ -65,17 +74,47 @@ def test_cli_trains_exports_and_resumes(polyp_dir, tmp_path, caplog):
     code without ~2 min of tracing (the export is traced either way)."""
     import train_pranet
 
-    common = ["--backbone", "mobilenetv2", "--backbone-weights", "none", "--batchsize", "4", "--inputsize", "64",
-              "--steps_per_epoch", "2", "--quiet"]
+    common = [
+        "--backbone",
+        "mobilenetv2",
+        "--backbone-weights",
+        "none",
+        "--batchsize",
+        "4",
+        "--inputsize",
+        "64",
+        "--steps_per_epoch",
+        "2",
+        "--quiet",
+    ]
     run_dir = tmp_path / "run"
     caplog.set_level(logging.INFO)
     tf.config.run_functions_eagerly(True)
     try:
-        train_pranet.main(common + ["--data_path", polyp_dir, "--epoch", "1", "--logdir", str(tmp_path),
-                                    "--name", "run", "--augment", "--val_fraction", "0.25"])
+        train_pranet.main(
+            common
+            + [
+                "--data_path",
+                polyp_dir,
+                "--epoch",
+                "1",
+                "--logdir",
+                str(tmp_path),
+                "--name",
+                "run",
+                "--augment",
+                "--val_fraction",
+                "0.25",
+            ]
+        )
         assert [r["epoch"] for r in read_log(run_dir)] == ["1"]
-        for name in ("args.json", "best.weights.h5", "export/model.keras", "export/savedmodel/saved_model.pb",
-                     "export/tfseg.json"):
+        for name in (
+            "args.json",
+            "best.weights.h5",
+            "export/model.keras",
+            "export/savedmodel/saved_model.pb",
+            "export/tfseg.json",
+        ):
             assert (run_dir / name).exists(), name
         assert os.listdir(run_dir / "tensorboard" / "train")
         train_pranet.main(["--resume", str(run_dir), "--epoch", "2", "--no_export", "--quiet"])
@@ -92,8 +131,7 @@ def test_cli_trains_exports_and_resumes(polyp_dir, tmp_path, caplog):
 
 
 def test_cli_reports_bad_data_clearly(tmp_path):
-    result = run_python(["train_pranet.py", "--data_path", str(tmp_path / "nowhere"), "--backbone_weights",
-                         "none"])
+    result = run_python(["train_pranet.py", "--data_path", str(tmp_path / "nowhere"), "--backbone_weights", "none"])
     assert result.returncode != 0
     assert "nowhere" in result.stderr
 
@@ -108,16 +146,18 @@ def test_resume_ends_where_an_uninterrupted_run_ends(polyp_dir, tmp_path):
     try:
         straight = train_pranet(dataclasses.replace(config, run_name="straight"), progress=False)
         train_pranet(dataclasses.replace(config, run_name="resumed", epochs=1), progress=False)
-        resumed = train_pranet(dataclasses.replace(config, run_name="resumed"), resume=str(tmp_path / "resumed"),
-                               progress=False)
+        resumed = train_pranet(
+            dataclasses.replace(config, run_name="resumed"), resume=str(tmp_path / "resumed"), progress=False
+        )
     finally:
         tf.config.run_functions_eagerly(False)
     assert [row["val_dice"] for row in straight["history"]][1:] == [row["val_dice"] for row in resumed["history"]]
     weights = {}
     for name in ("straight", "resumed"):
         reader = tf.train.load_checkpoint(str(tmp_path / name / "checkpoints"))
-        weights[name] = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-                         if key.startswith("model/")}
+        weights[name] = {
+            key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map() if key.startswith("model/")
+        }
     assert weights["straight"].keys() == weights["resumed"].keys() and len(weights["straight"]) > 100
     for key, value in weights["straight"].items():
         np.testing.assert_array_equal(value, weights["resumed"][key], err_msg=key)
@@ -129,8 +169,9 @@ def test_checkpoints_of_earlier_versions_resume(polyp_dir, tmp_path):
     earlier = PraNetTrainer(config, make_strategy("default"))
     earlier.epoch.assign(3)
     earlier.best_score.assign(0.7)
-    path = tf.train.Checkpoint(model=earlier.model, optimizer=earlier.optimizer, epoch=earlier.epoch,
-                               best_dice=earlier.best_score).save(str(tmp_path / "ckpt"))
+    path = tf.train.Checkpoint(
+        model=earlier.model, optimizer=earlier.optimizer, epoch=earlier.epoch, best_dice=earlier.best_score
+    ).save(str(tmp_path / "ckpt"))
     trainer = PraNetTrainer(config, make_strategy("default"))
     trainer.restore(path)
     assert int(trainer.epoch.numpy()) == 3 and float(trainer.best_score.numpy()) == 0.7

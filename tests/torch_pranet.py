@@ -33,7 +33,9 @@ class Bottle2neck(nn.Module):
         if stage:
             self.downsample = nn.Sequential(
                 nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False),
-                nn.Conv2d(inplanes, 4 * planes, 1, bias=False), nn.BatchNorm2d(4 * planes))
+                nn.Conv2d(inplanes, 4 * planes, 1, bias=False),
+                nn.BatchNorm2d(4 * planes),
+            )
 
     def forward(self, x):
         s = torch.split(F.relu(self.bn1(self.conv1(x))), self.width, dim=1)
@@ -52,15 +54,27 @@ class Res2Net50(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Sequential(
-            nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, 1, 1, bias=False))
+            nn.Conv2d(3, 32, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 1, 1, bias=False),
+        )
         self.bn1 = nn.BatchNorm2d(64)
         inplanes = 64
         for index, (planes, blocks, stride) in enumerate(STAGES, 1):
-            setattr(self, f"layer{index}", nn.Sequential(*(
-                Bottle2neck(inplanes if b == 0 else 4 * planes, planes, stride if b == 0 else 1, b == 0)
-                for b in range(blocks))))
+            setattr(
+                self,
+                f"layer{index}",
+                nn.Sequential(
+                    *(
+                        Bottle2neck(inplanes if b == 0 else 4 * planes, planes, stride if b == 0 else 1, b == 0)
+                        for b in range(blocks)
+                    )
+                ),
+            )
             inplanes = 4 * planes
         self.fc = nn.Linear(2048, 1000)  # in the checkpoints, never called by PraNet
 
@@ -88,9 +102,16 @@ class RFB(nn.Module):
         super().__init__()
         self.branch0 = nn.Sequential(BasicConv2d(cin, c, 1))
         for i, k in ((1, 3), (2, 5), (3, 7)):
-            setattr(self, f"branch{i}", nn.Sequential(
-                BasicConv2d(cin, c, 1), BasicConv2d(c, c, (1, k), (0, k // 2)), BasicConv2d(c, c, (k, 1), (k // 2, 0)),
-                BasicConv2d(c, c, 3, k, k)))
+            setattr(
+                self,
+                f"branch{i}",
+                nn.Sequential(
+                    BasicConv2d(cin, c, 1),
+                    BasicConv2d(c, c, (1, k), (0, k // 2)),
+                    BasicConv2d(c, c, (k, 1), (k // 2, 0)),
+                    BasicConv2d(c, c, 3, k, k),
+                ),
+            )
         self.conv_cat = BasicConv2d(4 * c, c, 3, 1)
         self.conv_res = BasicConv2d(cin, c, 1)
 

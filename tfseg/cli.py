@@ -18,8 +18,12 @@ def console(main):
 
 
 def add_verbose_flag(parser):
-    add_flag(parser, "verbose", action="store_true",
-             help="also print the INFO messages of TensorFlow, tf2onnx, absl and other libraries")
+    add_flag(
+        parser,
+        "verbose",
+        action="store_true",
+        help="also print the INFO messages of TensorFlow, tf2onnx, absl and other libraries",
+    )
 
 
 def setup_logging(verbose=False, timestamps=False):
@@ -29,8 +33,7 @@ def setup_logging(verbose=False, timestamps=False):
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(("%(asctime)s " if timestamps else "") + "%(levelname)s: %(message)s"))
     if not verbose:
-        handler.addFilter(lambda record: record.levelno >= logging.WARNING
-                          or record.name.split(".")[0] in OWN_LOGGERS)
+        handler.addFilter(lambda record: record.levelno >= logging.WARNING or record.name.split(".")[0] in OWN_LOGGERS)
         for name in CHATTY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
     logging.basicConfig(level=logging.INFO, handlers=[handler])  # no-op where logging is configured already
@@ -56,9 +59,13 @@ def add_flag(parser, name, *aliases, **kwargs):
 
 def add_model_flags(parser):
     """The flags of the inference scripts that choose a model and how it predicts."""
-    add_flag(parser, "model", required=True,
-             help="an export folder (the fastest runtime in it is used), a SavedModel folder, a .keras, .onnx or "
-                  ".tflite file, or a PraNet .weights.h5 file (with --backbone)")
+    add_flag(
+        parser,
+        "model",
+        required=True,
+        help="an export folder (the fastest runtime in it is used), a SavedModel folder, a .keras, .onnx or "
+        ".tflite file, or a PraNet .weights.h5 file (with --backbone)",
+    )
     add_runtime_flag(parser)
     add_flag(parser, "backbone", help="backbone of a PraNet .weights.h5 --model")
     add_flag(parser, "input_size", "--inputsize", type=int, help="model input size (default: the training size)")
@@ -67,8 +74,12 @@ def add_model_flags(parser):
 
 
 def add_runtime_flag(parser):
-    add_flag(parser, "runtime", choices=["tflite", "onnx", "savedmodel", "keras"],
-             help="which file of an export folder to run (default: the fastest available)")
+    add_flag(
+        parser,
+        "runtime",
+        choices=["tflite", "onnx", "savedmodel", "keras"],
+        help="which file of an export folder to run (default: the fastest available)",
+    )
 
 
 def load_predictor(args):
@@ -90,25 +101,54 @@ def add_training_flags(parser, defaults, data_help):
     add_flag(parser, "epochs", "--epoch", type=int, help=f"epochs (default {defaults.epochs}; on --resume: as stored)")
     add_flag(parser, "lr", type=float, default=defaults.lr, help="learning rate")
     add_flag(parser, "batch_size", "--batchsize", type=int, default=defaults.batch_size, help="global batch size")
-    add_flag(parser, "steps_per_epoch", type=int, default=defaults.steps_per_epoch,
-             help="optimizer steps per epoch (none or 0: one pass over the training images; the data repeats, "
-                  "each pass augmented afresh)")
-    add_flag(parser, "val_fraction", "--data_split", "--val_split", type=float, default=defaults.val_fraction,
-             help="seeded fraction of the training images held out to pick the best checkpoint")
-    add_flag(parser, "gclip", type=float, default=defaults.gclip,
-             help="element-wise clip of the global-batch gradient (0: off)")
-    add_flag(parser, "strategy", choices=("auto", "default", "mirrored", "multiworker"),
-             help=f"tf.distribute strategy (default {defaults.strategy}; on --resume: as stored)")
+    add_flag(
+        parser,
+        "steps_per_epoch",
+        type=int,
+        default=defaults.steps_per_epoch,
+        help="optimizer steps per epoch (none or 0: one pass over the training images; the data repeats, "
+        "each pass augmented afresh)",
+    )
+    add_flag(
+        parser,
+        "val_fraction",
+        "--data_split",
+        "--val_split",
+        type=float,
+        default=defaults.val_fraction,
+        help="seeded fraction of the training images held out to pick the best checkpoint",
+    )
+    add_flag(
+        parser,
+        "gclip",
+        type=float,
+        default=defaults.gclip,
+        help="element-wise clip of the global-batch gradient (0: off)",
+    )
+    add_flag(
+        parser,
+        "strategy",
+        choices=("auto", "default", "mirrored", "multiworker"),
+        help=f"tf.distribute strategy (default {defaults.strategy}; on --resume: as stored)",
+    )
     add_flag(parser, "mixed_precision", action="store_true", help="mixed_bfloat16 compute (GPUs; slow on CPUs)")
     add_flag(parser, "seed", type=int, default=defaults.seed)
     add_flag(parser, "init_weights", metavar="FILE.weights.h5", help="weights the training starts from")
     add_flag(parser, "logdir", default=defaults.logdir, help="parent of the run folder")
     add_flag(parser, "name", help="run folder name (default: <model>_<time>)")
-    add_flag(parser, "export_dir", "--trained_model_path",
-             help="folder the best model is exported to (default: <run folder>/export)")
+    add_flag(
+        parser,
+        "export_dir",
+        "--trained_model_path",
+        help="folder the best model is exported to (default: <run folder>/export)",
+    )
     add_flag(parser, "no_export", action="store_true", help="skip the export at the end")
-    add_flag(parser, "resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, with "
-                                                       "its stored settings")
+    add_flag(
+        parser,
+        "resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint, with its stored settings",
+    )
     add_flag(parser, "quiet", action="store_true", help="no progress bar")
     add_verbose_flag(parser)
 
@@ -117,13 +157,18 @@ def check_training_args(parser, args):
     if not args.data_path and not args.resume:
         parser.error("--data_path is required (or --resume RUN_DIR)")
     if args.export_dir and args.export_dir.endswith((".h5", ".keras")):
-        parser.error(f"--export_dir (--trained_model_path) is the folder the model is exported to, not a weights "
-                     f"file ({args.export_dir}); weights to start from go to --init_weights")
+        parser.error(
+            f"--export_dir (--trained_model_path) is the folder the model is exported to, not a weights "
+            f"file ({args.export_dir}); weights to start from go to --init_weights"
+        )
     return args
 
 
 def config_from_args(config_class, args, **settings):
     """A family's config from the parsed flags named like its fields (those given), plus `settings`."""
-    given = {field.name: getattr(args, field.name) for field in dataclasses.fields(config_class)
-             if getattr(args, field.name, None) is not None}
+    given = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(config_class)
+        if getattr(args, field.name, None) is not None
+    }
     return config_class(**{**given, "run_name": args.name, "export": not args.no_export, **settings})

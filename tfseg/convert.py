@@ -24,8 +24,12 @@ from tfseg.models.res2net import STAGES
 log = logging.getLogger(__name__)
 
 MODELS = ("pranet", "res2net50")
-BN_VARIABLES = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
-                ("running_var", "moving_variance"))
+BN_VARIABLES = (
+    ("weight", "gamma"),
+    ("bias", "beta"),
+    ("running_mean", "moving_mean"),
+    ("running_var", "moving_variance"),
+)
 STEM = (("stem_conv1", "conv1.0", "conv1.1"), ("stem_conv2", "conv1.3", "conv1.4"), ("stem_conv3", "conv1.6", "bn1"))
 
 
@@ -44,8 +48,11 @@ class ConversionReport:
     def problems(self):
         """One line per kind of mismatch (empty when the checkpoint fills the model exactly)."""
         listed = lambda items: ", ".join(items[:5]) + (f" ... ({len(items)} in all)" if len(items) > 5 else "")
-        kinds = (("missing checkpoint keys", self.missing), ("unexpected checkpoint keys", self.unexpected),
-                 ("Keras weights not filled", self.unfilled))
+        kinds = (
+            ("missing checkpoint keys", self.missing),
+            ("unexpected checkpoint keys", self.unexpected),
+            ("Keras weights not filled", self.unfilled),
+        )
         return [f"{what}: {listed(items)}" for what, items in kinds if items]
 
 
@@ -54,8 +61,9 @@ def load_state_dict(path):
     try:
         import torch
     except ImportError as error:
-        raise ImportError("Reading PyTorch checkpoints needs torch: pip install .[torch] (or pip install torch)") \
-            from error
+        raise ImportError(
+            "Reading PyTorch checkpoints needs torch: pip install .[torch] (or pip install torch)"
+        ) from error
     state = torch.load(path, map_location="cpu", weights_only=True)
     return {key: value.detach().numpy() for key, value in state.items()}
 
@@ -111,8 +119,16 @@ def _pranet_targets(model):
         yield from _basic_conv(rfb.conv_cat, f"{name}.conv_cat")
         yield from _basic_conv(rfb.conv_res, f"{name}.conv_res")
     decoder = model.get_layer("agg1")
-    for name in ("conv_upsample1", "conv_upsample2", "conv_upsample3", "conv_upsample4", "conv_upsample5",
-                 "conv_concat2", "conv_concat3", "conv4"):
+    for name in (
+        "conv_upsample1",
+        "conv_upsample2",
+        "conv_upsample3",
+        "conv_upsample4",
+        "conv_upsample5",
+        "conv_concat2",
+        "conv_concat3",
+        "conv4",
+    ):
         yield from _basic_conv(getattr(decoder, name), f"agg1.{name}")
     yield "agg1.conv5.weight", decoder.conv5.kernel, _hwio
     yield "agg1.conv5.bias", decoder.conv5.bias, None
@@ -144,20 +160,26 @@ def convert_state_dict(state_dict, model, name, allow_partial=False):
         value = np.asarray(state_dict[key])
         value = transform(value) if transform else value
         if tuple(value.shape) != tuple(variable.shape):
-            raise ConversionError(f"{key}: shape {tuple(state_dict[key].shape)} (torch order) does not fit "
-                                  f"{variable.path} {tuple(variable.shape)}")
+            raise ConversionError(
+                f"{key}: shape {tuple(state_dict[key].shape)} (torch order) does not fit "
+                f"{variable.path} {tuple(variable.shape)}"
+            )
         variable.assign(value.astype(variable.dtype))
         filled.add(id(variable))
     done = set(converted)
     unused = [key for key in state_dict if key.startswith(head)]
     report = ConversionReport(
-        converted=converted, unused=unused, missing=missing,
+        converted=converted,
+        unused=unused,
+        missing=missing,
         unexpected=[key for key in state_dict if key not in done and not key.startswith(head)],
-        unfilled=[variable.path for variable in model.weights if id(variable) not in filled])
+        unfilled=[variable.path for variable in model.weights if id(variable) not in filled],
+    )
     problems = report.problems()
     if problems and not allow_partial:
-        raise ConversionError(f"The checkpoint does not match the {name} model (is it a {name} checkpoint?); "
-                              + "; ".join(problems))
+        raise ConversionError(
+            f"The checkpoint does not match the {name} model (is it a {name} checkpoint?); " + "; ".join(problems)
+        )
     for problem in problems:
         log.warning("Partial conversion, %s", problem)
     if unused:

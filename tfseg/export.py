@@ -52,8 +52,12 @@ def export_spec(model, input_size=None):
 
 def model_metadata(model, spec):
     """tfseg.json: the inference spec under its own names, and which model it is."""
-    return {"architecture": type(model).__name__, "config": model.get_config(), "outputs": list(model.output_names),
-            **spec}
+    return {
+        "architecture": type(model).__name__,
+        "config": model.get_config(),
+        "outputs": list(model.output_names),
+        **spec,
+    }
 
 
 def input_spec(input_size):
@@ -63,8 +67,10 @@ def input_spec(input_size):
 
 def prediction_function(model, spec):
     """tf.function: normalised images -> the prediction output's logits, in inference mode (keras#23166)."""
-    return tf.function(lambda images: model(images, training=False)[spec["prediction_output"]],
-                       input_signature=[input_spec(spec["input_size"])])
+    return tf.function(
+        lambda images: model(images, training=False)[spec["prediction_output"]],
+        input_signature=[input_spec(spec["input_size"])],
+    )
 
 
 def export_savedmodel(model, path, spec):
@@ -75,7 +81,8 @@ def export_savedmodel(model, path, spec):
     archive.add_endpoint(
         "serve_uint8",
         lambda images: probability_map(images, tf.shape(images)[1:3], lambda x: model(x, training=False), spec),
-        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
+    )
     archive.write_out(path, verbose=False)
     metadata = model_metadata(model, spec)
     metadata["files"] = {"savedmodel": {"path": ".", "fingerprint": files.fingerprint(path, {METADATA_FILE})}}
@@ -155,8 +162,10 @@ def check_export_folder(folder):
         raise ExportFolderError(f"The export folder {folder} is a file: choose a folder")
     entries = [entry for entry in os.listdir(folder) if not files.TEMPORARY.match(entry)]
     if entries and METADATA_FILE not in entries:
-        raise ExportFolderError(f"{folder} is not empty and holds no tfseg export ({METADATA_FILE}): an export "
-                                "replaces its folder, so choose a new or empty one")
+        raise ExportFolderError(
+            f"{folder} is not empty and holds no tfseg export ({METADATA_FILE}): an export "
+            "replaces its folder, so choose a new or empty one"
+        )
     ours = export_files(folder)
     return [entry for entry in entries if entry not in ours]
 
@@ -174,8 +183,7 @@ def export_model(model, folder, formats=("keras", "savedmodel"), input_size=None
     staging = files.temporary_name(folder)
     try:
         os.makedirs(staging)
-        results, metadata = _write_formats(model, staging, formats, export_spec(model, input_size), tolerance,
-                                           folder)
+        results, metadata = _write_formats(model, staging, formats, export_spec(model, input_size), tolerance, folder)
         _copy_entries(folder, staging, kept)  # copies: the previous folder stays whole until the swap
         write_metadata(staging, metadata)
         files.replace_folder(staging, folder)
@@ -184,8 +192,7 @@ def export_model(model, folder, formats=("keras", "savedmodel"), input_size=None
         raise
     for name, result in results.items():
         result["path"] = os.path.join(folder, EXPORT_FILES[name])
-        log.info("Exported %s: %s (max |logit difference| vs Keras %.2e)", name, result["path"],
-                 result["max_abs_diff"])
+        log.info("Exported %s: %s (max |logit difference| vs Keras %.2e)", name, result["path"], result["max_abs_diff"])
     return results
 
 
@@ -209,11 +216,16 @@ def _write_formats(model, folder, formats, spec, tolerance, destination):
         difference = max_export_difference(model, path, metadata)
         results[name] = {"path": path, "max_abs_diff": difference}
         if not difference <= tolerance:
-            raise ExportMismatchError(f"{name} export {os.path.join(destination, EXPORT_FILES[name])} differs "
-                                      f"from the Keras model by {difference:.3e} (tolerance {tolerance:g}); "
-                                      f"nothing was written")
-    metadata["files"] = {name: {"path": EXPORT_FILES[name],
-                                "fingerprint": files.fingerprint(os.path.join(folder, EXPORT_FILES[name]),
-                                                                 {METADATA_FILE})}
-                         for name in results}
+            raise ExportMismatchError(
+                f"{name} export {os.path.join(destination, EXPORT_FILES[name])} differs "
+                f"from the Keras model by {difference:.3e} (tolerance {tolerance:g}); "
+                f"nothing was written"
+            )
+    metadata["files"] = {
+        name: {
+            "path": EXPORT_FILES[name],
+            "fingerprint": files.fingerprint(os.path.join(folder, EXPORT_FILES[name]), {METADATA_FILE}),
+        }
+        for name in results
+    }
     return results, metadata

@@ -95,7 +95,7 @@ def remove_stale_temporaries(folder, name=None):
     if os.path.isdir(folder):
         for entry in os.scandir(folder):
             match = TEMPORARY.match(entry.name)
-            if not match or (name is not None and entry.name[match.end():] not in (name, f"{name}.previous")):
+            if not match or (name is not None and entry.name[match.end() :] not in (name, f"{name}.previous")):
                 continue  # not a temporary, or another's (`.previous`: see replace_folder)
             if not _alive(int(match[1])):
                 remove(entry.path)
@@ -127,8 +127,10 @@ def replace_folder(new, old):
         os.rename(new, old)
         return
     exchange = _exchange_function()
-    if exchange is not None and exchange(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(old),
-                                         _RENAME_EXCHANGE) == 0:
+    if (
+        exchange is not None
+        and exchange(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(old), _RENAME_EXCHANGE) == 0
+    ):
         remove(new)  # now the previous content
         return
     aside = temporary_name(old) + ".previous"
@@ -138,7 +140,7 @@ def replace_folder(new, old):
 
 
 def fingerprint(path, exclude=()):
-    """"sha256:<hex>" of a file's bytes, or of a folder's files (relative path and bytes, in sorted order; names in
+    """ "sha256:<hex>" of a file's bytes, or of a folder's files (relative path and bytes, in sorted order; names in
     `exclude` left out): which model file an export's metadata belongs to."""
     digest = hashlib.sha256()
     if os.path.isdir(path):
@@ -194,5 +196,6 @@ def refuse_inside(folder, inputs, what="output folder"):
     root = os.path.realpath(folder)
     for path in inputs:
         if os.path.commonpath([root, os.path.realpath(path)]) == root:
-            raise OverwriteError(f"The {what} {folder} holds the input {path}, which writing it would replace: "
-                                 "choose another folder")
+            raise OverwriteError(
+                f"The {what} {folder} holds the input {path}, which writing it would replace: choose another folder"
+            )

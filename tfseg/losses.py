@@ -79,8 +79,9 @@ def masked_cross_entropy(labels, logits, ignore_label=IGNORE_LABEL):
     `CrossEntropyLoss(ignore_index=255)`, averaged per image); 0 for an image with no valid pixel."""
     labels = _labels(labels)
     valid = ops.cast(labels != ignore_label, logits.dtype)
-    picked = ops.take_along_axis(ops.log_softmax(logits, axis=-1),
-                                 ops.expand_dims(ops.where(labels == ignore_label, 0, labels), -1), axis=-1)[..., 0]
+    picked = ops.take_along_axis(
+        ops.log_softmax(logits, axis=-1), ops.expand_dims(ops.where(labels == ignore_label, 0, labels), -1), axis=-1
+    )[..., 0]
     return ops.sum(-picked * valid, axis=(1, 2)) / ops.maximum(ops.sum(valid, axis=(1, 2)), 1.0)
 
 

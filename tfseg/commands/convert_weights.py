@@ -15,8 +15,12 @@ def parse_args(argv=None):
     p.add_argument("source", help="PyTorch state dict (.pth)")
     p.add_argument("destination", help="output: .weights.h5 (weights) or .keras (whole model)")
     add(p, "model", default="pranet", choices=MODELS, help="what the checkpoint holds")
-    add(p, "allow_partial", action="store_true",
-        help="convert what matches and log missing/unexpected keys and unfilled weights instead of failing")
+    add(
+        p,
+        "allow_partial",
+        action="store_true",
+        help="convert what matches and log missing/unexpected keys and unfilled weights instead of failing",
+    )
     cli.add_verbose_flag(p)
     return p.parse_args(argv)
 

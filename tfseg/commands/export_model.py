@@ -10,13 +10,24 @@ from tfseg.cli import add_flag as add
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add(p, "model", required=True, help="a .keras file, a training run's export folder (holding model.keras) or a "
-                                        "PraNet .weights.h5 file (with --backbone)")
+    add(
+        p,
+        "model",
+        required=True,
+        help="a .keras file, a training run's export folder (holding model.keras) or a "
+        "PraNet .weights.h5 file (with --backbone)",
+    )
     add(p, "formats", default="savedmodel,onnx,tflite", help="comma-separated: keras, savedmodel, onnx, tflite")
     add(p, "output", required=True, help="folder for model.keras, savedmodel/, model.onnx, model.tflite, tfseg.json")
     add(p, "backbone", help="backbone of a PraNet .weights.h5 --model")
-    add(p, "input_size", "--inputsize", type=int, nargs="+",
-        help="input size H [W] the ONNX/TFLite files are made for (default: the model's training size)")
+    add(
+        p,
+        "input_size",
+        "--inputsize",
+        type=int,
+        nargs="+",
+        help="input size H [W] the ONNX/TFLite files are made for (default: the model's training size)",
+    )
     add(p, "tolerance", type=float, default=1e-3, help="largest allowed max |logit difference| vs Keras")
     cli.add_verbose_flag(p)
     return p.parse_args(argv)

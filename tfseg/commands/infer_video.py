@@ -14,8 +14,13 @@ def parse_args(argv=None):
     add(p, "video", required=True, help="a video file, or a camera index (0, 1, ...)")
     add(p, "output", default="out.mp4", help="output video (.mp4: H.264 when OpenCV can, else mp4v; .avi: MJPG)")
     add(p, "batch_size", "--batchsize", type=int, default=1, help="frames per inference call")
-    add(p, "smooth", type=float, default=0.0,
-        help="exponential smoothing of the probabilities over time: p = ALPHA * previous + (1 - ALPHA) * p")
+    add(
+        p,
+        "smooth",
+        type=float,
+        default=0.0,
+        help="exponential smoothing of the probabilities over time: p = ALPHA * previous + (1 - ALPHA) * p",
+    )
     add(p, "show", action="store_true", help="also show the frames in a window (when a display exists)")
     add(p, "report", metavar="FILE.json", help="write the run's summary as JSON")
     add(p, "max_frames", type=int, help="stop after this many frames")
@@ -32,11 +37,20 @@ def main(argv=None):
 
     try:
         if args.report:  # checked before the work, not after the whole video
-            files.refuse_overwrite([args.report], [args.output] + ([] if is_camera(args.video) else [args.video]),
-                                   "report")
+            files.refuse_overwrite(
+                [args.report], [args.output] + ([] if is_camera(args.video) else [args.video]), "report"
+            )
             check_writable(args.report)
-        report = segment_video(cli.load_predictor(args), args.video, args.output, args.threshold, args.batch_size,
-                               args.smooth, args.show, max_frames=args.max_frames)
+        report = segment_video(
+            cli.load_predictor(args),
+            args.video,
+            args.output,
+            args.threshold,
+            args.batch_size,
+            args.smooth,
+            args.show,
+            max_frames=args.max_frames,
+        )
     except (ValueError, ImportError, OSError, VideoError) as error:
         raise SystemExit(f"error: {error}") from None
     print(json.dumps(report, indent=2))

@@ -11,29 +11,56 @@ from tfseg.cli import add_flag as add
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source = p.add_mutually_exclusive_group(required=True)
-    add(source, "model", help="an export folder (--runtime picks its file), a SavedModel folder, a .keras, .onnx or "
-                              ".tflite file, or a PraNet .weights.h5 file (with --backbone)")
-    add(source, "pred_dir", help="folder of prediction maps (any model; 8/16-bit grey, or float probabilities in "
-                                 "[0, 1], e.g. float32 TIFF) named like the images or masks; with several datasets, "
-                                 "one sub-folder per dataset")
-    add(p, "data_path", required=True,
+    add(
+        source,
+        "model",
+        help="an export folder (--runtime picks its file), a SavedModel folder, a .keras, .onnx or "
+        ".tflite file, or a PraNet .weights.h5 file (with --backbone)",
+    )
+    add(
+        source,
+        "pred_dir",
+        help="folder of prediction maps (any model; 8/16-bit grey, or float probabilities in "
+        "[0, 1], e.g. float32 TIFF) named like the images or masks; with several datasets, "
+        "one sub-folder per dataset",
+    )
+    add(
+        p,
+        "data_path",
+        required=True,
         help="one dataset (images/ + masks/, or the DRIVE/STARE/CHASE_DB1 layout) or a root of several, e.g. "
-             "PraNet's TestDataset/")
-    add(p, "split_file", help="evaluate only the ids listed (one per line), e.g. Kvasir-SEG's "
-                               "pranet_kvasir_test_names.txt")
+        "PraNet's TestDataset/",
+    )
+    add(
+        p,
+        "split_file",
+        help="evaluate only the ids listed (one per line), e.g. Kvasir-SEG's pranet_kvasir_test_names.txt",
+    )
     cli.add_runtime_flag(p)
-    add(p, "backbone", help="backbone of a PraNet .weights.h5 --model: resnet50 | mobilenetv2 | res2net50 (the "
-                             "original weights converted by convert_weights.py)")
+    add(
+        p,
+        "backbone",
+        help="backbone of a PraNet .weights.h5 --model: resnet50 | mobilenetv2 | res2net50 (the "
+        "original weights converted by convert_weights.py)",
+    )
     add(p, "task", choices=["polyp", "vessel"], help="protocol (default: the model's task, else polyp)")
     add(p, "threshold", type=float, default=0.5, help="binarisation threshold of dice@T/iou@T and vessel metrics")
     add(p, "input_size", "--inputsize", type=int, help="model input size (default: the training size)")
     add(p, "save_maps", metavar="DIR", help="write the uint8 prediction maps, one PNG per image named like the mask")
     add(p, "output", help="results folder (default: beside the model or the prediction folder, '<name>_eval')")
-    add(p, "estimate_fov", action="store_true",
-        help="vessel task: estimate a FOV mask (threshold + erosion) for images without one, for the FOV metrics")
+    add(
+        p,
+        "estimate_fov",
+        action="store_true",
+        help="vessel task: estimate a FOV mask (threshold + erosion) for images without one, for the FOV metrics",
+    )
     add(p, "observer", type=int, default=1, choices=[1, 2], help="manual annotation of DRIVE/CHASE_DB1")
-    add(p, "allow_size_mismatch", action="store_true",
-        help="score pairs whose image and mask sizes differ (listed in a warning) instead of refusing them")
+    add(
+        p,
+        "allow_size_mismatch",
+        action="store_true",
+        help="score pairs whose image and mask sizes differ (listed in a warning) instead of refusing them",
+    )
     add(p, "workers", type=int, help="scoring processes (default: one per CPU core)")
     add(p, "no_plots", action="store_true", help="skip the PNG plots")
     add(p, "quiet", action="store_true", help="no progress bar")
@@ -62,17 +89,30 @@ def run(args):
     predictor, task = None, args.task or "polyp"
     if args.model:
         from tfseg.inference import Predictor  # TensorFlow only when a model is evaluated
-        predictor = Predictor.load(args.model, input_size=args.input_size, backbone=args.backbone,
-                                   runtime=args.runtime)
+
+        predictor = Predictor.load(args.model, input_size=args.input_size, backbone=args.backbone, runtime=args.runtime)
         task = args.task or predictor.task
-    result = evaluate(args.data_path, output, task=task, predictor=predictor, pred_dir=args.pred_dir,
-                      threshold=args.threshold, save_maps=args.save_maps, observer=args.observer,
-                      split_file=args.split_file, estimate_fov=args.estimate_fov, workers=args.workers,
-                      plots=not args.no_plots, progress=not args.quiet,
-                      allow_size_mismatch=args.allow_size_mismatch)
+    result = evaluate(
+        args.data_path,
+        output,
+        task=task,
+        predictor=predictor,
+        pred_dir=args.pred_dir,
+        threshold=args.threshold,
+        save_maps=args.save_maps,
+        observer=args.observer,
+        split_file=args.split_file,
+        estimate_fov=args.estimate_fov,
+        workers=args.workers,
+        plots=not args.no_plots,
+        progress=not args.quiet,
+        allow_size_mismatch=args.allow_size_mismatch,
+    )
     print(results_markdown(result["results"], task, args.threshold))
-    print(f"\nResults in {output}: results.json, results.csv, per_image.csv"
-          + ("" if args.no_plots else ", dice_vs_threshold.png, cases_<dataset>.png"))
+    print(
+        f"\nResults in {output}: results.json, results.csv, per_image.csv"
+        + ("" if args.no_plots else ", dice_vs_threshold.png, cases_<dataset>.png")
+    )
     if args.save_maps:
         print(f"Prediction maps in {args.save_maps}")
 

@@ -15,28 +15,53 @@ def parse_args(argv=None):
 
     d = EARNetConfig(data_path="")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    cli.add_training_flags(p, d, "DRIVE root (training/, test/), STARE or CHASE_DB1 folder, or images/ + masks/ "
-                                 "[+ fov/]")
+    cli.add_training_flags(
+        p, d, "DRIVE root (training/, test/), STARE or CHASE_DB1 folder, or images/ + masks/ [+ fov/]"
+    )
     p.set_defaults(lr=None)  # derived from the optimizer
-    add(p, "dataset", default=d.dataset, choices=DATASETS, help="split protocol: DRIVE training/test, STARE "
-                                                                "k-fold, CHASE first 20 / last 8, folder")
-    add(p, "stage", default="all", choices=["1", "2", "all"],
-        help="--stage 2 alone starts from the stage-1 weights given as --init_weights")
+    add(
+        p,
+        "dataset",
+        default=d.dataset,
+        choices=DATASETS,
+        help="split protocol: DRIVE training/test, STARE k-fold, CHASE first 20 / last 8, folder",
+    )
+    add(
+        p,
+        "stage",
+        default="all",
+        choices=["1", "2", "all"],
+        help="--stage 2 alone starts from the stage-1 weights given as --init_weights",
+    )
     add(p, "config", default=d.config, choices=["small", "w18", "w48"], help="HRNet width (small: W18-small-v1)")
     add(p, "stage2_epochs", type=int, help=f"(default {d.stage2_epochs}; on --resume: as stored)")
-    add(p, "optimizer", default=d.optimizer, choices=["adam", "sgd"],
-        help="adam learns from scratch; sgd: the official recipe (momentum 0.9), meant for a pretrained trunk")
+    add(
+        p,
+        "optimizer",
+        default=d.optimizer,
+        choices=["adam", "sgd"],
+        help="adam learns from scratch; sgd: the official recipe (momentum 0.9), meant for a pretrained trunk",
+    )
     add(p, "stage2_lr", type=float, help="(default --lr / 10; --lr: 1e-3 adam, 1e-2 sgd, poly decay power 2)")
     add(p, "crop", type=int, default=d.crop, help="training crop size")
     add(p, "folds", type=int, default=d.folds, help="STARE: number of folds")
     add(p, "fold", type=int, default=d.fold, help="STARE: which fold is the test set")
     add(p, "scales", type=float, nargs="+", default=list(d.scales), help="inference scales (paper: 2 1 0.5)")
-    add(p, "norm", default=d.norm, choices=["group", "batch"],
+    add(
+        p,
+        "norm",
+        default=d.norm,
+        choices=["group", "batch"],
         help="normalisation of the conv units: group (learns with batches of 2) or batch (the original, for "
-             "large batches)")
-    add(p, "region_batchnorm", action="store_true",
+        "large batches)",
+    )
+    add(
+        p,
+        "region_batchnorm",
+        action="store_true",
         help="BatchNorm on OCR's object-region vectors as the original (off: with 2 classes it normalises over "
-             "2 x batch values)")
+        "2 x batch values)",
+    )
     return cli.check_training_args(p, p.parse_args(argv))
 
 
@@ -53,8 +78,14 @@ def train(args):
     from tfseg.training.earnet import EARNetConfig, resume_config, train_earnet
 
     if args.resume:
-        config = resume_config(args.resume, epochs=args.epochs, stage2_epochs=args.stage2_epochs,
-                               strategy=args.strategy, export_dir=args.export_dir, export=not args.no_export)
+        config = resume_config(
+            args.resume,
+            epochs=args.epochs,
+            stage2_epochs=args.stage2_epochs,
+            strategy=args.strategy,
+            export_dir=args.export_dir,
+            export=not args.no_export,
+        )
     else:
         config = cli.config_from_args(EARNetConfig, args, scales=tuple(args.scales))
     stages = {"1": (1,), "2": (2,), "all": (1, 2)}[args.stage]
@@ -64,17 +95,25 @@ def train(args):
     for stage in ("stage1", "stage2"):
         if stage in results:
             best = results[stage]["best"]
-            print(f"| {stage} (best validation epoch) | " + " | ".join(f"{best.get(m, float('nan')):.4f}"
-                                                                       for m in METRICS) + " |")
+            print(
+                f"| {stage} (best validation epoch) | "
+                + " | ".join(f"{best.get(m, float('nan')):.4f}" for m in METRICS)
+                + " |"
+            )
     for stage in ("stage1", "stage2"):
         if stage in results and "export" in results[stage]:
             print(f"{stage} export: {results[stage]['export']['savedmodel']}")
     if results.get("test_ids") and "export" in results.get("stage2", results.get("stage1", {})):
         stage = "stage2" if "stage2" in results else "stage1"
-        test_data = (f"{os.path.join(config.data_path, 'test')}" if config.dataset == "drive" else
-                     f"{config.data_path} --split_file {results['test_ids']}")  # DRIVE's test/ is a folder
-        print(f"test split ({len(results['test'])} images): python test_model.py --model "
-              f"{results[stage]['export']['savedmodel']} --data_path {test_data}")
+        test_data = (
+            f"{os.path.join(config.data_path, 'test')}"
+            if config.dataset == "drive"
+            else f"{config.data_path} --split_file {results['test_ids']}"
+        )  # DRIVE's test/ is a folder
+        print(
+            f"test split ({len(results['test'])} images): python test_model.py --model "
+            f"{results[stage]['export']['savedmodel']} --data_path {test_data}"
+        )
 
 
 console = cli.console(main)

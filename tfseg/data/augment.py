@@ -9,9 +9,21 @@ import math
 import tensorflow as tf
 
 
-def joint_augment(image, mask, seed, *, flip_horizontal=True, flip_vertical=True, max_rotation=15.0,
-                  rotate90=False, zoom=(0.75, 1.25), brightness=0.1, contrast=(0.8, 1.2),
-                  saturation=(0.8, 1.2), hue=0.02):
+def joint_augment(
+    image,
+    mask,
+    seed,
+    *,
+    flip_horizontal=True,
+    flip_vertical=True,
+    max_rotation=15.0,
+    rotate90=False,
+    zoom=(0.75, 1.25),
+    brightness=0.1,
+    contrast=(0.8, 1.2),
+    saturation=(0.8, 1.2),
+    hue=0.02,
+):
     """Augmented (image HxWx3 in [0, 255], mask HxWx1 in {0, 1}) of the same size, a pure function of `seed`.
 
     seed: shape-[2] integer tensor. Geometry: each flip with probability 1/2, a rotation uniform in
@@ -22,11 +34,16 @@ def joint_augment(image, mask, seed, *, flip_horizontal=True, flip_vertical=True
     """
     geometry_seed, colour_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     height_width = tf.shape(image)[:2]
-    transform = random_transform(height_width, geometry_seed, flip_horizontal, flip_vertical,
-                                  max_rotation, rotate90, zoom)
+    transform = random_transform(
+        height_width, geometry_seed, flip_horizontal, flip_vertical, max_rotation, rotate90, zoom
+    )
     warped = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.concat([image, mask], axis=-1)[None], transforms=transform[None], output_shape=height_width,
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
+        images=tf.concat([image, mask], axis=-1)[None],
+        transforms=transform[None],
+        output_shape=height_width,
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
     )[0]
     out_image = jitter_colour(warped[..., :3], colour_seed, brightness, contrast, saturation, hue)
     out_mask = tf.cast(warped[..., 3:] > 0.5, tf.float32)
@@ -52,11 +69,18 @@ def random_transform(height_width, seed, flip_horizontal, flip_vertical, max_rot
     room = tf.abs(1.0 - 1.0 / scale)  # how far (as a fraction of the half-size) the view may move
     shift_x = (2.0 * u[5] - 1.0) * room * centre_x
     shift_y = (2.0 * u[6] - 1.0) * room * centre_y
-    return tf.stack([
-        a00, a01, centre_x + shift_x - a00 * centre_x - a01 * centre_y,
-        a10, a11, centre_y + shift_y - a10 * centre_x - a11 * centre_y,
-        0.0, 0.0,
-    ])
+    return tf.stack(
+        [
+            a00,
+            a01,
+            centre_x + shift_x - a00 * centre_x - a01 * centre_y,
+            a10,
+            a11,
+            centre_y + shift_y - a10 * centre_x - a11 * centre_y,
+            0.0,
+            0.0,
+        ]
+    )
 
 
 def jitter_colour(image, seed, brightness, contrast, saturation, hue):

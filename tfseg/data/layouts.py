@@ -46,8 +46,10 @@ def find_dataset(root, observer=1):
     root = Path(root)
     layout = detect_layout(root)
     if layout is None:
-        raise DatasetError(f"No dataset in {root}: expected images/ with masks/ (or DRIVE's 1st_manual/, STARE's "
-                           f"labels-ah/), or CHASE_DB1's flat Image_NN*_1stHO files")
+        raise DatasetError(
+            f"No dataset in {root}: expected images/ with masks/ (or DRIVE's 1st_manual/, STARE's "
+            f"labels-ah/), or CHASE_DB1's flat Image_NN*_1stHO files"
+        )
     return {"generic": _generic, "drive": _drive, "stare": _stare, "chase": _chase}[layout](root, observer)
 
 
@@ -60,8 +62,10 @@ def find_datasets(root, observer=1):
         return [(root.resolve().name, find_dataset(root, observer))]
     folders = sorted(path for path in root.iterdir() if path.is_dir() and detect_layout(path))
     if not folders:
-        raise DatasetError(f"No dataset in {root} nor in its sub-folders: expected images/ and masks/ folders "
-                           f"(or the DRIVE, STARE or CHASE_DB1 layout)")
+        raise DatasetError(
+            f"No dataset in {root} nor in its sub-folders: expected images/ and masks/ folders "
+            f"(or the DRIVE, STARE or CHASE_DB1 layout)"
+        )
     return [(folder.name, find_dataset(folder, observer)) for folder in folders]
 
 
@@ -77,8 +81,10 @@ def _drive(root, observer):
     manual_dir = root / f"{_ordinal(observer)}_manual"
     images = files_by_key(root / "images", number)
     manual = files_by_key(manual_dir, lambda stem: number(stem) if stem.endswith(f"_manual{observer}") else None)
-    pairs = [Pair(Path(p.image).stem, p.image, p.mask)
-             for p in match_files(root, images, root / "images", manual, manual_dir)]
+    pairs = [
+        Pair(Path(p.image).stem, p.image, p.mask)
+        for p in match_files(root, images, root / "images", manual, manual_dir)
+    ]
     if not (root / "mask").is_dir():
         return pairs
     return _with_fov(root, pairs, files_by_key(root / "mask", strip_suffix("_mask")), root / "mask")
@@ -92,6 +98,7 @@ def _stare(root, observer):
 def _chase(root, observer):
     def key(wanted):
         return lambda stem: match[1] if (match := CHASE_NAME.match(stem)) and match[2] == wanted else None
+
     return match_files(root, files_by_key(root, key(None)), root, files_by_key(root, key(_ordinal(observer))), root)
 
 
@@ -107,6 +114,7 @@ def _strip_any(suffixes):
             if stem.endswith(suffix):
                 return stem[: -len(suffix)]
         return stem
+
     return key
 
 

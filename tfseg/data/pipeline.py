@@ -51,11 +51,14 @@ def decode_columns(image_path, image_decoder, mask_path, mask_decoder):
 
 def _decode_rgb(path, decoder):
     """HxWx3 float32 on the 8-bit scale, by the decoder (an int tensor) picked from DECODER_BY_EXTENSION."""
-    return tf.switch_case(decoder, {
-        TF_8BIT: lambda: _decode_tf(path, tf.uint8),
-        TF_16BIT: lambda: _decode_tf(path, tf.uint16),
-        OPENCV: lambda: _decode_cv2(path),
-    })
+    return tf.switch_case(
+        decoder,
+        {
+            TF_8BIT: lambda: _decode_tf(path, tf.uint8),
+            TF_16BIT: lambda: _decode_tf(path, tf.uint16),
+            OPENCV: lambda: _decode_cv2(path),
+        },
+    )
 
 
 def _decode_tf(path, dtype):
@@ -89,8 +92,18 @@ def binarize_mask(gray):
     return tf.cast(gray > threshold, tf.float32)
 
 
-def make_dataset(pairs, normalization, input_size, batch_size, training, augment=False, seed=0,
-                 input_context=None, drop_remainder=None, repeat=False):
+def make_dataset(
+    pairs,
+    normalization,
+    input_size,
+    batch_size,
+    training,
+    augment=False,
+    seed=0,
+    input_context=None,
+    drop_remainder=None,
+    repeat=False,
+):
     """Batches `(images (B, h, w, 3) normalised as `normalization` (tfseg.preprocessing), masks (B, h, w, 1) in
     {0, 1})`, float32, resized to `input_size`. Training: optionally augmented (`joint_augment`); see `batches`
     for order, sharding, repetition and batching. Eval: file order, no augmentation."""
@@ -134,7 +147,9 @@ def batches(columns, batch_size, training, sample, seed=0, input_context=None, d
     base_seed = tf.constant([seed, pipeline_id], tf.int64)
     dataset = dataset.enumerate().map(
         lambda index, row: sample(row, tf.random.experimental.stateless_fold_in(base_seed, index)),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     dataset = dataset.batch(batch_size, drop_remainder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
@@ -148,8 +163,12 @@ def file_columns(pairs, extra=None):
     """(image paths, image decoders, mask paths, mask decoders[, extra paths, extra decoders]): a row per pair,
     the decoders chosen here, in Python; `extra`: one more file per pair (e.g. an error map)."""
     pairs = list(pairs)
-    columns = [[p.image for p in pairs], [decoder_index(p.image) for p in pairs],
-               [p.mask for p in pairs], [decoder_index(p.mask) for p in pairs]]
+    columns = [
+        [p.image for p in pairs],
+        [decoder_index(p.image) for p in pairs],
+        [p.mask for p in pairs],
+        [decoder_index(p.mask) for p in pairs],
+    ]
     if extra is not None:
         columns += [list(extra), [decoder_index(path) for path in extra]]
     return columns

@@ -42,8 +42,7 @@ def raise_listing(header, groups):
     groups: (names, description) pairs."""
     lines = [f"{len(names)} {description}: {format_names(names)}" for names, description in groups if names]
     if lines:  # one problem fits on one line
-        raise DatasetError(f"{header} {lines[0]}" if len(lines) == 1 else
-                           "\n  ".join([header, *lines]))
+        raise DatasetError(f"{header} {lines[0]}" if len(lines) == 1 else "\n  ".join([header, *lines]))
 
 
 def find_pairs(root, images="images", masks="masks", mask_suffix=MASK_SUFFIX):
@@ -58,18 +57,22 @@ def find_pairs(root, images="images", masks="masks", mask_suffix=MASK_SUFFIX):
     if not root.is_dir():
         raise DatasetError(f"Dataset folder not found: {root}")
     image_dir, mask_dir = root / images, root / masks
-    return match_files(root, files_by_key(image_dir), image_dir,
-                       files_by_key(mask_dir, strip_suffix(mask_suffix)), mask_dir)
+    return match_files(
+        root, files_by_key(image_dir), image_dir, files_by_key(mask_dir, strip_suffix(mask_suffix)), mask_dir
+    )
 
 
 def match_files(root, image_files, image_dir, mask_files, mask_dir):
     """Pairs of two {key: path} maps, sorted by key; raises DatasetError listing the unmatched files."""
     lonely_images = [os.path.basename(image_files[key]) for key in image_files.keys() - mask_files.keys()]
     lonely_masks = [os.path.basename(mask_files[key]) for key in mask_files.keys() - image_files.keys()]
-    raise_listing(f"Images and masks of {root} do not match:", [
-        (lonely_images, f"image(s) in {image_dir} without a mask"),
-        (lonely_masks, f"mask(s) in {mask_dir} without an image"),
-    ])
+    raise_listing(
+        f"Images and masks of {root} do not match:",
+        [
+            (lonely_images, f"image(s) in {image_dir} without a mask"),
+            (lonely_masks, f"mask(s) in {mask_dir} without an image"),
+        ],
+    )
     return [Pair(key, image_files[key], mask_files[key]) for key in sorted(image_files)]
 
 
@@ -122,10 +125,13 @@ def check_pairs(pairs, allow_size_mismatch=False):
         if image_size and mask_size and image_size != mask_size:
             (iw, ih), (mw, mh) = image_size, mask_size
             mismatched.append(f"{pair.stem}: image {iw}x{ih}, mask {mw}x{mh}")
-    raise_listing("Unusable image/mask files:", [
-        (unreadable, "unreadable or damaged file(s)"),
-        ([] if allow_size_mismatch else mismatched, "pair(s) whose image and mask sizes differ"),
-    ])
+    raise_listing(
+        "Unusable image/mask files:",
+        [
+            (unreadable, "unreadable or damaged file(s)"),
+            ([] if allow_size_mismatch else mismatched, "pair(s) whose image and mask sizes differ"),
+        ],
+    )
     return mismatched
 
 

@@ -65,8 +65,7 @@ def _add_polyp(rng, image, colour, y, x):
     u = (dx * math.cos(tilt) + dy * math.sin(tilt)) / radius
     v = (-dx * math.sin(tilt) + dy * math.cos(tilt)) / (radius * aspect)
     theta = np.arctan2(v, u)
-    boundary = 1.0 + sum(rng.uniform(-0.12, 0.12) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
-                         for k in range(2, 5))
+    boundary = 1.0 + sum(rng.uniform(-0.12, 0.12) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in range(2, 5))
     distance = np.hypot(u, v) / boundary  # < 1 inside, 1 on the contour
     inside = distance < 1.0
     dome = np.sqrt(np.clip(1.0 - distance**2, 0.0, 1.0))
@@ -123,8 +122,8 @@ def write_polyp_video(path, frames=24, size=(128, 160), fps=25.0, seed=0):
     try:
         for index in range(frames):
             left = round(index * (width // 2) / max(frames - 1, 1))
-            writer.write(cv2.cvtColor(np.ascontiguousarray(scene[:, left:left + width]), cv2.COLOR_RGB2BGR))
-            masks.append(mask[:, left:left + width])
+            writer.write(cv2.cvtColor(np.ascontiguousarray(scene[:, left : left + width]), cv2.COLOR_RGB2BGR))
+            masks.append(mask[:, left : left + width])
     finally:
         writer.release()
     return Path(path), masks
@@ -148,8 +147,11 @@ def vessel_sample(rng, height, width):
     vessels &= fov.astype(np.uint8)
     radius2 = ((y - disc[0]) ** 2 + (x - disc[1]) ** 2) / (0.07 * size) ** 2
     shading = (1.0 + 0.1 * _smooth_field(rng, height, width))[..., None]
-    image = FUNDUS_RGB * shading * (1 - 0.35 * ((y - height / 2) ** 2 + (x - width / 2) ** 2)[..., None]
-                                     / (0.5 * size) ** 2)
+    image = (
+        FUNDUS_RGB
+        * shading
+        * (1 - 0.35 * ((y - height / 2) ** 2 + (x - width / 2) ** 2)[..., None] / (0.5 * size) ** 2)
+    )
     glow = np.exp(-radius2)[..., None]
     image = image * (1 - glow) + DISC_RGB * glow
     contrast = np.float32(rng.uniform(0.5, 0.8))
@@ -168,8 +170,15 @@ def _draw_branch(rng, canvas, start, heading, thickness, step, depth):
         cv2.line(canvas, tuple(int(v) for v in point), tuple(int(v) for v in end), 1, max(1, round(thickness)))
         point, thickness = end, thickness * 0.96
         if depth < 3 and rng.random() < 0.15:
-            _draw_branch(rng, canvas, point.copy(), heading + rng.choice([-1, 1]) * rng.uniform(0.4, 0.9),
-                         thickness * 0.7, step * 0.8, depth + 1)
+            _draw_branch(
+                rng,
+                canvas,
+                point.copy(),
+                heading + rng.choice([-1, 1]) * rng.uniform(0.4, 0.9),
+                thickness * 0.7,
+                step * 0.8,
+                depth + 1,
+            )
 
 
 def write_vessel_dataset(root, n, size=(96, 96), seed=0, layout="generic"):
@@ -181,8 +190,11 @@ def write_vessel_dataset(root, n, size=(96, 96), seed=0, layout="generic"):
         image, vessels, fov = vessel_sample(rng, *size)
         if layout == "drive":
             number = f"{index + 21:02d}"
-            files = {f"images/{number}_training.tif": image, f"1st_manual/{number}_manual1.gif": vessels,
-                     f"mask/{number}_training_mask.gif": fov}
+            files = {
+                f"images/{number}_training.tif": image,
+                f"1st_manual/{number}_manual1.gif": vessels,
+                f"mask/{number}_training_mask.gif": fov,
+            }
         else:
             name = f"vessel_{index:04d}.png"
             files = {f"images/{name}": image, f"masks/{name}": vessels, f"fov/{name}": fov}

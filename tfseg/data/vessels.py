@@ -7,7 +7,6 @@ the error maps (0/255 PNGs named like the images, read as {0, 1}), augmented wit
 with IGNORE_LABEL too (the official code pads them with the vessel mask: a bug not copied).
 """
 
-
 import numpy as np
 import tensorflow as tf
 
@@ -27,8 +26,20 @@ def kfold_split(pairs, folds, fold, seed=0):
     return ([p for i, p in enumerate(pairs) if i not in val_index], [p for i, p in enumerate(pairs) if i in val_index])
 
 
-def make_vessel_dataset(pairs, normalization, batch_size, crop, training, error_maps=None, seed=0, input_context=None,
-                        scale_range=(0.5, 2.0), max_rotation=15.0, jitter=0.25, repeat=False):
+def make_vessel_dataset(
+    pairs,
+    normalization,
+    batch_size,
+    crop,
+    training,
+    error_maps=None,
+    seed=0,
+    input_context=None,
+    scale_range=(0.5, 2.0),
+    max_rotation=15.0,
+    jitter=0.25,
+    repeat=False,
+):
     """Training: batches (images (B, crop, crop, 3), labels (B, crop, crop)[, errors (B, crop, crop)]), images
     normalised as `normalization` (tfseg.preprocessing), augmented per sample (`augment_sample`); order, sharding
     and `repeat` as `pipeline.batches`. Eval: one full-size image per batch, (images (1, H, W, 3), labels (1, H,
@@ -40,8 +51,15 @@ def make_vessel_dataset(pairs, normalization, batch_size, crop, training, error_
             return augment_sample(image, targets, sample_seed, crop, normalization, scale_range, max_rotation, jitter)
         return normalize(image, normalization), targets[0]
 
-    return batches(file_columns(pairs, error_maps), batch_size if training else 1, training, sample, seed,
-                   input_context, repeat=repeat)
+    return batches(
+        file_columns(pairs, error_maps),
+        batch_size if training else 1,
+        training,
+        sample,
+        seed,
+        input_context,
+        repeat=repeat,
+    )
 
 
 def _decode(row):
@@ -66,8 +84,13 @@ def augment_sample(image, targets, seed, crop, normalization, scale_range=(0.5, 
     labels = tf.cast(tf.image.resize(tf.stack(targets, -1), size, "nearest"), tf.float32)
     transform = random_transform(size, seeds[1], True, True, max_rotation, False, (1.0, 1.0))[None]
     warp = lambda x, fill, mode: tf.raw_ops.ImageProjectiveTransformV3(
-        images=x[None], transforms=transform, output_shape=size, fill_value=fill, interpolation=mode,
-        fill_mode="CONSTANT")[0]
+        images=x[None],
+        transforms=transform,
+        output_shape=size,
+        fill_value=fill,
+        interpolation=mode,
+        fill_mode="CONSTANT",
+    )[0]
     image, labels = warp(image, 0.0, "BILINEAR"), warp(labels, float(IGNORE_LABEL), "NEAREST")
     pad = [[0, tf.maximum(crop - size[0], 0)], [0, tf.maximum(crop - size[1], 0)], [0, 0]]
     image, labels = tf.pad(image, pad), tf.pad(labels, pad, constant_values=float(IGNORE_LABEL))

@@ -39,9 +39,22 @@ ESTIMATED_FOV = "<estimated>"  # in place of a FOV file: estimate the FOV from t
 log = logging.getLogger(__name__)
 
 
-def evaluate(data_path, output, task=None, predictor=None, pred_dir=None, threshold=0.5, save_maps=None,
-             observer=1, split_file=None, estimate_fov=False, workers=None, plots=True, progress=True,
-             allow_size_mismatch=False):
+def evaluate(
+    data_path,
+    output,
+    task=None,
+    predictor=None,
+    pred_dir=None,
+    threshold=0.5,
+    save_maps=None,
+    observer=1,
+    split_file=None,
+    estimate_fov=False,
+    workers=None,
+    plots=True,
+    progress=True,
+    allow_size_mismatch=False,
+):
     """Scores every dataset under `data_path` and writes results.json, results.csv, per_image.csv and then the
     plots to `output`, by the protocol `task` ("polyp" | "vessel"; default the predictor's task, and the polyp
     protocol for prediction maps). Give `predictor` (maps predicted here, optionally written to `save_maps`) or
@@ -65,24 +78,45 @@ def evaluate(data_path, output, task=None, predictor=None, pred_dir=None, thresh
     if split_file:
         datasets = [(name, split_by_file(pairs, split_file)[1]) for name, pairs in datasets]
     several = len(datasets) > 1
-    predictions = {name: match_predictions(pairs, _prediction_folder(pred_dir, name, several), name)
-                   for name, pairs in datasets} if pred_dir is not None else {}
+    predictions = (
+        {name: match_predictions(pairs, _prediction_folder(pred_dir, name, several), name) for name, pairs in datasets}
+        if pred_dir is not None
+        else {}
+    )
     maps_dirs = {name: os.path.join(save_maps, name) if save_maps and several else save_maps for name, _ in datasets}
     _refuse_overwrites(datasets, predictions, pred_dir, output, maps_dirs, plots)
-    notes = _check_inputs(datasets, predictions, predictor is not None or (estimate_fov and task == "vessel"),
-                          allow_size_mismatch)
+    notes = _check_inputs(
+        datasets, predictions, predictor is not None or (estimate_fov and task == "vessel"), allow_size_mismatch
+    )
     for note in notes:
         log.warning(note)
     protocol = PROTOCOLS[task]
     results, rows, curves, cases, scoring_notes = {}, [], {}, {}, []
     with _executor(workers, sum(len(pairs) for _, pairs in datasets)) as pool:
         for name, pairs in datasets:
-            scores = _score_dataset(pool, name, pairs, task, threshold, predictor, predictions.get(name),
-                                    maps_dirs[name], estimate_fov, progress)
+            scores = _score_dataset(
+                pool,
+                name,
+                pairs,
+                task,
+                threshold,
+                predictor,
+                predictions.get(name),
+                maps_dirs[name],
+                estimate_fov,
+                progress,
+            )
             results[name] = {**protocol.summarize(scores, threshold), "n_images": len(scores)}
             scoring_notes += _notes(name, pairs, scores, task)
-            rows += [{"dataset": name, "image": os.path.basename(pair.mask), "empty_gt": score["empty_gt"],
-                      **protocol.image_row(score, threshold)} for pair, score in zip(pairs, scores)]
+            rows += [
+                {
+                    "dataset": name,
+                    "image": os.path.basename(pair.mask),
+                    "empty_gt": score["empty_gt"],
+                    **protocol.image_row(score, threshold),
+                }
+                for pair, score in zip(pairs, scores)
+            ]
             curves[name] = protocol.dice_curve(scores)
             cases[name] = _pick_cases(pairs, scores, task, threshold)
     for note in scoring_notes:
@@ -135,15 +169,20 @@ def _check_inputs(datasets, predictions, needs_images, allow_size_mismatch):
     prediction maps are scored and no FOV is estimated)."""
     errors, notes = [], []
     for name, pairs in datasets:
-        problems, set_aside, mismatched = _check_dataset(pairs, predictions.get(name, {}).values(), needs_images,
-                                                         allow_size_mismatch)
+        problems, set_aside, mismatched = _check_dataset(
+            pairs, predictions.get(name, {}).values(), needs_images, allow_size_mismatch
+        )
         errors += [f"{name}: {problem}" for problem in problems]
         if set_aside:
-            notes.append(f"{name}: {len(set_aside)} damaged or unreadable image(s), not needed to score the "
-                         f"prediction maps (left out of the case plot): {format_names(_described(set_aside))}")
+            notes.append(
+                f"{name}: {len(set_aside)} damaged or unreadable image(s), not needed to score the "
+                f"prediction maps (left out of the case plot): {format_names(_described(set_aside))}"
+            )
         if mismatched:
-            notes.append(f"{name}: {len(mismatched)} pair(s) whose image and mask sizes differ, scored as allowed: "
-                         f"{format_names(mismatched)}")
+            notes.append(
+                f"{name}: {len(mismatched)} pair(s) whose image and mask sizes differ, scored as allowed: "
+                f"{format_names(mismatched)}"
+            )
     if errors:
         raise DatasetError("\n".join(["Inputs that cannot be scored (nothing was scored):", *errors]))
     return notes
@@ -154,16 +193,18 @@ def _check_dataset(pairs, prediction_files, needs_images, allow_size_mismatch):
     set_aside = {} if needs_images else _problems([pair.image for pair in pairs], lambda path: decoded_size(path)[1])
     # a pair whose image is set aside is checked with its mask in the image's place: the mask must still decode
     checked = [pair._replace(image=pair.mask) if pair.image in set_aside else pair for pair in pairs]
-    others = _problems([pair.fov for pair in pairs if pair.fov] + [str(path) for path in prediction_files],
-                       read_problem)
+    others = _problems(
+        [pair.fov for pair in pairs if pair.fov] + [str(path) for path in prediction_files], read_problem
+    )
     problems, mismatched = [], []
     try:
         mismatched = check_pairs(checked, allow_size_mismatch)
     except DatasetError as error:
         problems.append(str(error))
     if others:
-        problems.append(f"{len(others)} unreadable or damaged FOV or prediction file(s): "
-                        f"{format_names(_described(others))}")
+        problems.append(
+            f"{len(others)} unreadable or damaged FOV or prediction file(s): {format_names(_described(others))}"
+        )
     return problems, set_aside, mismatched
 
 
@@ -200,8 +241,10 @@ def match_predictions(pairs, folder, dataset):
             matched[pair.stem] = files[key]
     used = set(matched.values())
     extra = [os.path.basename(path) for path in files.values() if path not in used]
-    raise_listing(f"The predictions in {folder} do not match the masks of {dataset}:", [
-        (missing, "mask(s) without a prediction"), (extra, "prediction(s) without a mask")])
+    raise_listing(
+        f"The predictions in {folder} do not match the masks of {dataset}:",
+        [(missing, "mask(s) without a prediction"), (extra, "prediction(s) without a mask")],
+    )
     return matched
 
 
@@ -226,16 +269,19 @@ def _executor(workers, n_images):
         yield _InlineExecutor()
         return
     # spawn: the parent may run TensorFlow, whose threads make fork unsafe
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                  initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=signal.signal,
+        initargs=(signal.SIGINT, signal.SIG_IGN),
+    )
     try:
         yield pool
     finally:
         pool.shutdown(cancel_futures=True)
 
 
-def _score_dataset(pool, name, pairs, task, threshold, predictor, prediction_files, maps_dir, estimate_fov,
-                   progress):
+def _score_dataset(pool, name, pairs, task, threshold, predictor, prediction_files, maps_dir, estimate_fov, progress):
     with tqdm(total=len(pairs), desc=name, unit="image", disable=not progress, leave=False) as bar:
         futures = []
         for pair in pairs:
@@ -281,8 +327,12 @@ def score_file(task, threshold, prediction, mask_path, fov_path=None, image_path
         probability = prediction / np.float32(255) if prediction.dtype == np.uint8 else prediction
         fov = estimate_fov(read_rgb(image_path)) if fov_path == ESTIMATED_FOV else _read_fov(fov_path, gt.shape)
         score = vessel.score_image(probability, gt, fov, threshold)
-    return {**score, "empty_gt": not gt.any(), "resized_from": resized_from, "thumbnail": _thumbnail(
-        _as_uint8(prediction))}
+    return {
+        **score,
+        "empty_gt": not gt.any(),
+        "resized_from": resized_from,
+        "thumbnail": _thumbnail(_as_uint8(prediction)),
+    }
 
 
 def _read_fov(path, shape):
@@ -307,14 +357,22 @@ def _notes(name, pairs, scores, task):
     notes = []
     empty = [os.path.basename(p.mask) for p, s in zip(pairs, scores) if s["empty_gt"]]
     if empty:
-        handling = ("scored by the protocol: Dice, IoU and wFm 0, Sm = 1 - mean(prediction)" if task == "polyp"
-                    else "their per-image Se, F1, IoU and MCC are 0 and their AUC undefined")
+        handling = (
+            "scored by the protocol: Dice, IoU and wFm 0, Sm = 1 - mean(prediction)"
+            if task == "polyp"
+            else "their per-image Se, F1, IoU and MCC are 0 and their AUC undefined"
+        )
         notes.append(f"{name}: {len(empty)} image(s) with empty ground truth ({handling}): {format_names(empty)}")
-    resized = [f"{os.path.basename(p.mask)} ({s['resized_from'][1]}x{s['resized_from'][0]})"
-               for p, s in zip(pairs, scores) if s["resized_from"]]
+    resized = [
+        f"{os.path.basename(p.mask)} ({s['resized_from'][1]}x{s['resized_from'][0]})"
+        for p, s in zip(pairs, scores)
+        if s["resized_from"]
+    ]
     if resized:
-        notes.append(f"{name}: {len(resized)} prediction(s) differ in size from their mask and were resized "
-                     f"bilinearly to it: {format_names(resized)}")
+        notes.append(
+            f"{name}: {len(resized)} prediction(s) differ in size from their mask and were resized "
+            f"bilinearly to it: {format_names(resized)}"
+        )
     return notes
 
 
@@ -324,8 +382,14 @@ def _pick_cases(pairs, scores, task, threshold):
     values = [PROTOCOLS[task].image_row(score, threshold)[key] for score in scores]
     order = np.argsort(values, kind="stable")[::-1]
     chosen = list(order[:CASES]) + [i for i in order[-CASES:] if i not in order[:CASES]]
-    return [(f"{'best' if rank < CASES else 'worst'}: {Path(pairs[i].image).name}\n{key} {values[i]:.3f}", pairs[i],
-             scores[i]["thumbnail"]) for rank, i in enumerate(chosen)]
+    return [
+        (
+            f"{'best' if rank < CASES else 'worst'}: {Path(pairs[i].image).name}\n{key} {values[i]:.3f}",
+            pairs[i],
+            scores[i]["thumbnail"],
+        )
+        for rank, i in enumerate(chosen)
+    ]
 
 
 def _plot_cases(name, chosen, task, path):
@@ -334,8 +398,9 @@ def _plot_cases(name, chosen, task, path):
     for label, pair, prediction in chosen:
         image = _whole_rgb(pair.image, path)
         if image is not None:
-            cases.append((label, _thumbnail(image), _thumbnail(read_mask(pair.mask).astype(np.uint8) * 255),
-                          prediction))
+            cases.append(
+                (label, _thumbnail(image), _thumbnail(read_mask(pair.mask).astype(np.uint8) * 255), prediction)
+            )
     if cases:
         report.plot_cases(cases, path, f"{name}: best and worst {CASES} by {RANKED_BY[task]}")
     else:

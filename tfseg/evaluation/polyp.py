@@ -51,8 +51,12 @@ def score_image(prediction, ground_truth, threshold=0.5):
     means of these per-image values, which `summarize` takes)."""
     grey = prediction if prediction.dtype == np.uint8 else prediction.astype(np.float64) * 255  # the 8-bit scale
     pred, gt = prepare_data(grey, ground_truth.astype(np.uint8) * 255)
-    overlap = sod.FmeasureV2({"dice": sod.DICEHandler(with_dynamic=True, with_adaptive=False),
-                              "iou": sod.IOUHandler(with_dynamic=True, with_adaptive=False)})
+    overlap = sod.FmeasureV2(
+        {
+            "dice": sod.DICEHandler(with_dynamic=True, with_adaptive=False),
+            "iou": sod.IOUHandler(with_dynamic=True, with_adaptive=False),
+        }
+    )
     emeasure, wfm, smeasure, mae = sod.Emeasure(), sod.WeightedFmeasure(beta=1), sod.Smeasure(alpha=0.5), sod.MAE()
     for meter in (overlap, emeasure, wfm, smeasure, mae):
         meter.step(pred, gt, normalize=False)
@@ -63,9 +67,13 @@ def score_image(prediction, ground_truth, threshold=0.5):
     dice_name, iou_name = binary_names(threshold)
     return {
         # pysodmetrics orders its curves from `>= 255` down to `>= 0`
-        "dice": curves["dice"]["dynamic"][::-1], "iou": curves["iou"]["dynamic"][::-1], "em": em["curve"][::-1],
-        "wFm": float(wfm.get_results()["wfm"]), "Sm": float(smeasure.get_results()["sm"]),
-        "adpEm": float(em["adp"]), "MAE": float(mae.get_results()["mae"]),
+        "dice": curves["dice"]["dynamic"][::-1],
+        "iou": curves["iou"]["dynamic"][::-1],
+        "em": em["curve"][::-1],
+        "wFm": float(wfm.get_results()["wfm"]),
+        "Sm": float(smeasure.get_results()["sm"]),
+        "adpEm": float(em["adp"]),
+        "MAE": float(mae.get_results()["mae"]),
         dice_name: float(sod.DICEHandler(False, False)(**binary)),
         iou_name: float(sod.IOUHandler(False, False)(**binary)),
     }
@@ -75,9 +83,17 @@ def summarize(scores, threshold=0.5):
     """Dataset results (the keys of `metric_names`) from the `score_image` dicts of its images."""
     mean = lambda key: np.mean([s[key] for s in scores], axis=0)
     dice, iou, em = mean("dice"), mean("iou"), mean("em")
-    results = {"meanDice": dice.mean(), "meanIoU": iou.mean(), "wFm": mean("wFm"), "Sm": mean("Sm"),
-               "meanEm": em.mean(), "maxEm": em.max(), "adpEm": mean("adpEm"), "MAE": mean("MAE"),
-               **{name: mean(name) for name in binary_names(threshold)}}
+    results = {
+        "meanDice": dice.mean(),
+        "meanIoU": iou.mean(),
+        "wFm": mean("wFm"),
+        "Sm": mean("Sm"),
+        "meanEm": em.mean(),
+        "maxEm": em.max(),
+        "adpEm": mean("adpEm"),
+        "MAE": mean("MAE"),
+        **{name: mean(name) for name in binary_names(threshold)},
+    }
     return {key: float(value) for key, value in results.items()}
 
 

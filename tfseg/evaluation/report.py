@@ -40,8 +40,9 @@ def markdown_table(results, columns, title=None, prefix=""):
     lines += ["| Dataset | n | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
     for name, summary in results.items():
         flat = flatten(summary)
-        lines.append(f"| {name} | {summary['n_images']} | "
-                     + " | ".join(_format(flat.get(prefix + c)) for c in columns) + " |")
+        lines.append(
+            f"| {name} | {summary['n_images']} | " + " | ".join(_format(flat.get(prefix + c)) for c in columns) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -49,11 +50,15 @@ def results_markdown(results, task, threshold=0.5):
     """The terminal report: polyp, one table; vessel, pooled and per-image tables, whole image and FOV."""
     if task == "polyp":
         return markdown_table(results, polyp.metric_names(threshold))
-    tables = [markdown_table(results, vessel.METRICS, "Vessels, pooled over all pixels (whole image)"),
-              markdown_table(results, vessel.METRICS, "Mean over images (whole image)", "per_image_")]
+    tables = [
+        markdown_table(results, vessel.METRICS, "Vessels, pooled over all pixels (whole image)"),
+        markdown_table(results, vessel.METRICS, "Mean over images (whole image)", "per_image_"),
+    ]
     if any("fov" in summary for summary in results.values()):
-        tables += [markdown_table(results, vessel.METRICS, "Pooled inside the FOV", "fov_"),
-                   markdown_table(results, vessel.METRICS, "Mean over images inside the FOV", "fov_per_image_")]
+        tables += [
+            markdown_table(results, vessel.METRICS, "Pooled inside the FOV", "fov_"),
+            markdown_table(results, vessel.METRICS, "Mean over images inside the FOV", "fov_per_image_"),
+        ]
     return "\n\n".join(tables)
 
 

@@ -32,9 +32,14 @@ def threshold_metrics(tp, fp, tn, fn):
     """Acc, Se, Sp, F1, IoU and MCC of confusion counts (Python ints or floats)."""
     tp, fp, tn, fn = (float(v) for v in (tp, fp, tn, fn))
     mcc_denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return {"Acc": _ratio(tp + tn, tp + fp + tn + fn), "Se": _ratio(tp, tp + fn), "Sp": _ratio(tn, tn + fp),
-            "F1": _ratio(2 * tp, 2 * tp + fp + fn), "IoU": _ratio(tp, tp + fp + fn),
-            "MCC": _ratio(tp * tn - fp * fn, mcc_denominator)}
+    return {
+        "Acc": _ratio(tp + tn, tp + fp + tn + fn),
+        "Se": _ratio(tp, tp + fn),
+        "Sp": _ratio(tn, tn + fp),
+        "F1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "IoU": _ratio(tp, tp + fp + fn),
+        "MCC": _ratio(tp * tn - fp * fn, mcc_denominator),
+    }
 
 
 def value_counts(probability, ground_truth):
@@ -50,8 +55,9 @@ def value_counts(probability, ground_truth):
 def merge_value_counts(summaries):
     """One `value_counts` summary of several."""
     values, inverse = np.unique(np.concatenate([s[0] for s in summaries]), return_inverse=True)
-    merged = [np.bincount(inverse, weights=np.concatenate([s[i] for s in summaries]), minlength=len(values))
-              for i in (1, 2)]
+    merged = [
+        np.bincount(inverse, weights=np.concatenate([s[i] for s in summaries]), minlength=len(values)) for i in (1, 2)
+    ]
     return values, *merged
 
 
@@ -123,8 +129,12 @@ def image_row(score, threshold=0.5):
     """One image's line of per_image.csv (whole image, and FOV columns when present)."""
     row = {**threshold_metrics(*score["whole"]["counts"]), "AUC": score["whole"]["AUC"]}
     if "fov" in score:
-        row.update({f"fov_{key}": value for key, value in
-                    {**threshold_metrics(*score["fov"]["counts"]), "AUC": score["fov"]["AUC"]}.items()})
+        row.update(
+            {
+                f"fov_{key}": value
+                for key, value in {**threshold_metrics(*score["fov"]["counts"]), "AUC": score["fov"]["AUC"]}.items()
+            }
+        )
     return row
 
 

@@ -21,8 +21,11 @@ def find_images(source):
     """A file, a folder (its image files, sorted) or a glob pattern -> list of paths."""
     path = Path(source)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir()
-                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        files = sorted(
+            p
+            for p in path.iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        )
     elif path.is_file():
         files = [path]
     else:
@@ -36,6 +39,7 @@ def output_names(files):
     """{path: output name prefix}: the file's stem; the stem and extension (`polyps3_jpg`) for files whose stems
     collide (`polyps3.jpg`, `polyps3.png`); the path below the files' common folder where even names collide
     (a glob over several folders)."""
+
     def unique(key):
         keys = [key(path) for path in files]
         return len(set(keys)) == len(keys), keys
@@ -57,12 +61,15 @@ def predict_images(predictor, source, output, threshold=0.5, tta=None, progress=
     Refuses (OverwriteError) to write over any input. Returns {"written": [names], "failed": {path: reason},
     "files_written": n, "output", "runtime"}."""
     names = output_names(find_images(source))
-    outputs = {path: [os.path.join(output, f"{name}_{kind}.png") for kind in ("mask", "prob", "overlay")]
-               for path, name in names.items()}
+    outputs = {
+        path: [os.path.join(output, f"{name}_{kind}.png") for kind in ("mask", "prob", "overlay")]
+        for path, name in names.items()
+    }
     files.refuse_overwrite([out for paths in outputs.values() for out in paths], names)
     written, failed = [], {}
-    for path, (mask_path, prob_path, overlay_path) in tqdm(outputs.items(), desc="images", unit="img",
-                                                           disable=not progress or len(outputs) == 1):
+    for path, (mask_path, prob_path, overlay_path) in tqdm(
+        outputs.items(), desc="images", unit="img", disable=not progress or len(outputs) == 1
+    ):
         try:
             problem = decoded_size(path)[1]
             if problem:
@@ -78,5 +85,10 @@ def predict_images(predictor, source, output, threshold=0.5, tta=None, progress=
         write_png(prob_path, to_uint8(probability))
         write_png(overlay_path, cv2.cvtColor(draw_overlay(image, mask), cv2.COLOR_RGB2BGR))
         written.append(names[path])
-    return {"written": written, "failed": failed, "files_written": 3 * len(written), "output": output,
-            "runtime": predictor.runtime.name}
+    return {
+        "written": written,
+        "failed": failed,
+        "files_written": 3 * len(written),
+        "output": output,
+        "runtime": predictor.runtime.name,
+    }

@@ -32,7 +32,7 @@ def draw_hud(image, text, scale=None):
     scale = scale or max(0.4, image.shape[1] / 1000)
     (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     pad = max(2, height // 3)
-    band = image[:height + baseline + 2 * pad, :width + 2 * pad]
+    band = image[: height + baseline + 2 * pad, : width + 2 * pad]
     band[:] = band // 3
     cv2.putText(image, text, (pad, height + pad), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return image

@@ -88,18 +88,25 @@ def check_fingerprint(path, metadata):
     source = metadata_path(path)
     listed = metadata.get("files")
     if listed is None:
-        log.warning("%s records no fingerprints (an export of an older tfseg): cannot check that %s belongs to "
-                    "it; export the model again to be sure", source, path)
+        log.warning(
+            "%s records no fingerprints (an export of an older tfseg): cannot check that %s belongs to "
+            "it; export the model again to be sure",
+            source,
+            path,
+        )
         return
-    entry = next((entry for entry in listed.values() if files.same_file(source.parent / entry["path"], path)),
-                 None)
+    entry = next((entry for entry in listed.values() if files.same_file(source.parent / entry["path"], path)), None)
     if entry is None:
-        raise ModelFileError(f"{path} is not a file of the export described by {source} (it lists "
-                             f"{', '.join(entry['path'] for entry in listed.values())}): remove it or export the "
-                             "model again")
+        raise ModelFileError(
+            f"{path} is not a file of the export described by {source} (it lists "
+            f"{', '.join(entry['path'] for entry in listed.values())}): remove it or export the "
+            "model again"
+        )
     if files.fingerprint(path, {METADATA_FILE}) != entry["fingerprint"]:
-        raise ModelFileError(f"{path} is not the file exported with {source} (its fingerprint differs: changed or "
-                             "copied from another export): export the model again")
+        raise ModelFileError(
+            f"{path} is not the file exported with {source} (its fingerprint differs: changed or "
+            "copied from another export): export the model again"
+        )
 
 
 def load_keras_model(path, backbone=None):
@@ -112,14 +119,17 @@ def load_keras_model(path, backbone=None):
         return keras.models.load_model(path)
     if path.name.endswith(".weights.h5"):
         if backbone is None:
-            raise ValueError(f"{path} holds weights only, not the model they belong to: for a PraNet name its "
-                             f"backbone ({', '.join(tfseg.models.BACKBONES)}); for EAR-Net give the run's "
-                             "export/model.keras")
+            raise ValueError(
+                f"{path} holds weights only, not the model they belong to: for a PraNet name its "
+                f"backbone ({', '.join(tfseg.models.BACKBONES)}); for EAR-Net give the run's "
+                "export/model.keras"
+            )
         model = tfseg.models.PraNet(backbone, backbone_weights=None)
         model.load_weights(path)
         return model
-    raise ValueError(f"Unsupported model file {path}: expected .keras, .weights.h5, .onnx, .tflite, a SavedModel "
-                     "or an export folder")
+    raise ValueError(
+        f"Unsupported model file {path}: expected .keras, .weights.h5, .onnx, .tflite, a SavedModel or an export folder"
+    )
 
 
 SPEC_NAMES = ("task", "normalization", "prediction_output", "activation", "input_size")  # tfseg.models.spec
@@ -133,8 +143,9 @@ def spec_of(metadata, source):
         spec["prediction_output"] = spec["prediction_index"]
     missing = [name for name in SPEC_NAMES if name not in spec]
     if missing:
-        raise ModelFileError(f"The metadata of {source} lacks {', '.join(missing)} (an export of an older tfseg): "
-                             "export the model again")
+        raise ModelFileError(
+            f"The metadata of {source} lacks {', '.join(missing)} (an export of an older tfseg): export the model again"
+        )
     return {name: spec[name] for name in SPEC_NAMES}
 
 
@@ -146,8 +157,9 @@ def pick_export(folder, metadata, runtime=None):
     available = {name: folder / file for name, file in names.items() if (folder / file).exists()}
     if runtime is not None:
         if runtime not in available:
-            raise FileNotFoundError(f"{folder} has no {EXPORT_FILES[runtime]} model (it has: "
-                                    f"{', '.join(available) or 'none'})")
+            raise FileNotFoundError(
+                f"{folder} has no {EXPORT_FILES[runtime]} model (it has: {', '.join(available) or 'none'})"
+            )
         return available[runtime]
     preference = GPU_PREFERENCE if tf.config.list_physical_devices("GPU") else CPU_PREFERENCE
     for name in preference:
@@ -161,8 +173,9 @@ def load_runtime(path, backbone=None, metadata=None):
     path = Path(path)
     if path.is_dir():
         if metadata is None:
-            raise FileNotFoundError(f"{path} has no {METADATA_FILE}: not a SavedModel exported by tfseg (its "
-                                    "preprocessing is unknown)")
+            raise FileNotFoundError(
+                f"{path} has no {METADATA_FILE}: not a SavedModel exported by tfseg (its preprocessing is unknown)"
+            )
         return SavedModelRuntime(path, spec_of(metadata, path)["prediction_output"]), metadata
     if path.suffix == ".onnx":
         runtime = OnnxRuntime(path)
@@ -174,8 +187,10 @@ def load_runtime(path, backbone=None, metadata=None):
         model = load_keras_model(path, backbone)
         return KerasRuntime(model, model.prediction_output), metadata or model.inference_spec()
     if metadata is None:
-        raise FileNotFoundError(f"No {METADATA_FILE} beside {path}: its preprocessing is unknown (export it "
-                                "with export_model.py, which writes one)")
+        raise FileNotFoundError(
+            f"No {METADATA_FILE} beside {path}: its preprocessing is unknown (export it "
+            "with export_model.py, which writes one)"
+        )
     return runtime, metadata
 
 
@@ -192,14 +207,19 @@ class Predictor:
         self.runtime, self.normalization, self.activation = runtime, normalization, activation
         self.input_size = None if input_size is None else size_pair(input_size)
         if runtime.input_size is not None and self.input_size != runtime.input_size:
-            raise ValueError(f"{source} was exported for input size {runtime.input_size}, not {self.input_size}: "
-                             "export it again with --input_size, or use the SavedModel or .keras file")
+            raise ValueError(
+                f"{source} was exported for input size {runtime.input_size}, not {self.input_size}: "
+                "export it again with --input_size, or use the SavedModel or .keras file"
+            )
         self.task, self.source, self.tta, self.model_seconds = task, source, tta, 0.0
-        self._prepare = tf.function(lambda images: prepare_images(images, self.input_size, normalization),
-                                    input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
-        self._finish = tf.function(lambda logits, size: logits_to_probability(logits, size, activation)[..., 0],
-                                   input_signature=[tf.TensorSpec([None, None, None, None], tf.float32),
-                                                    tf.TensorSpec([2], tf.int32)])
+        self._prepare = tf.function(
+            lambda images: prepare_images(images, self.input_size, normalization),
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
+        )
+        self._finish = tf.function(
+            lambda logits, size: logits_to_probability(logits, size, activation)[..., 0],
+            input_signature=[tf.TensorSpec([None, None, None, None], tf.float32), tf.TensorSpec([2], tf.int32)],
+        )
 
     @classmethod
     def load(cls, path, input_size=None, backbone=None, runtime=None, tta=False):
@@ -229,7 +249,7 @@ class Predictor:
         start = time.perf_counter()
         logits = self.runtime(np.concatenate([x, x[:, :, ::-1]]) if flip else x)
         self.model_seconds = time.perf_counter() - start
-        return np.concatenate([logits[:len(x)], logits[len(x):, :, ::-1]]) if flip else logits
+        return np.concatenate([logits[: len(x)], logits[len(x) :, :, ::-1]]) if flip else logits
 
     def finish(self, logits, size, count=None):
         """The model's logits -> (count, *size) probabilities; 2 x count maps (TTA) are averaged in pairs."""

@@ -26,8 +26,10 @@ class KerasRuntime:
 
     def __init__(self, model, prediction_output):
         self.model = model
-        self._logits = tf.function(lambda x: model(x, training=False)[prediction_output],
-                                   input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        self._logits = tf.function(
+            lambda x: model(x, training=False)[prediction_output],
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+        )
 
     def __call__(self, x):
         return self._logits(x).numpy()
@@ -48,8 +50,11 @@ class SavedModelRuntime:
 def static_size(shape):
     """(h, w) of an NHWC input shape when both are fixed, else None."""
     height, width = shape[1], shape[2]
-    return (int(height), int(width)) if isinstance(height, (int, np.integer)) and height > 0 and \
-        isinstance(width, (int, np.integer)) and width > 0 else None
+    return (
+        (int(height), int(width))
+        if isinstance(height, (int, np.integer)) and height > 0 and isinstance(width, (int, np.integer)) and width > 0
+        else None
+    )
 
 
 class OnnxRuntime:

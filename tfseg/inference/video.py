@@ -24,8 +24,13 @@ from tfseg.inference.overlay import binary_mask, draw_hud, draw_overlay
 
 log = logging.getLogger(__name__)
 # H.264 first; OpenCV's pip wheels cannot encode it and say so only through isOpened()
-CODECS = {".mp4": ("avc1", "mp4v"), ".m4v": ("avc1", "mp4v"), ".mov": ("avc1", "mp4v"), ".avi": ("MJPG", "XVID"),
-          ".mkv": ("avc1", "MJPG")}
+CODECS = {
+    ".mp4": ("avc1", "mp4v"),
+    ".m4v": ("avc1", "mp4v"),
+    ".mov": ("avc1", "mp4v"),
+    ".avi": ("MJPG", "XVID"),
+    ".mkv": ("avc1", "MJPG"),
+}
 END = object()  # marks the end of a queue's stream
 
 
@@ -154,7 +159,12 @@ class Writer:
 
     def __init__(self, video_writer, predictor, threshold, smooth, show):
         self.video_writer, self.predictor, self.threshold, self.smooth, self.show = (
-            video_writer, predictor, threshold, smooth, show)
+            video_writer,
+            predictor,
+            threshold,
+            smooth,
+            show,
+        )
         self.items, self.written, self.recent, self.smoothed = queue.Queue(maxsize=4), 0, deque(maxlen=30), None
 
     def run(self):
@@ -162,8 +172,11 @@ class Writer:
             frames, logits, model_ms = item
             for frame, probability in zip(frames, self.predictor.finish(logits, frames[0].shape[:2], len(frames))):
                 if self.smooth:
-                    self.smoothed = probability if self.smoothed is None else \
-                        self.smooth * self.smoothed + (1 - self.smooth) * probability
+                    self.smoothed = (
+                        probability
+                        if self.smoothed is None
+                        else self.smooth * self.smoothed + (1 - self.smooth) * probability
+                    )
                     probability = self.smoothed
                 self.write(frame, probability, model_ms)
 
@@ -180,8 +193,9 @@ class Writer:
             cv2.waitKey(1)
 
 
-def segment_video(predictor, source, output, threshold=0.5, batch_size=1, smooth=0.0, show=False, tta=None,
-                  max_frames=None):
+def segment_video(
+    predictor, source, output, threshold=0.5, batch_size=1, smooth=0.0, show=False, tta=None, max_frames=None
+):
     """Overlays `predictor`'s masks on every frame of `source` (a file or a camera index) into `output`.
 
     `smooth` in [0, 1): exponential smoothing of the probabilities over time, p_t <- smooth * p_(t-1) +
@@ -204,9 +218,18 @@ def segment_video(predictor, source, output, threshold=0.5, batch_size=1, smooth
         with files.atomic_path(output) as temporary:
             video_writer, codec = open_writer(temporary, fps, size, name=output)
             try:
-                return _run_pipeline(predictor, capture, video_writer, threshold, batch_size, smooth, show, tta,
-                                     max_frames, {"input": str(source), "output": str(output), "codec": codec,
-                                                  "fps": fps, "size": list(size)})
+                return _run_pipeline(
+                    predictor,
+                    capture,
+                    video_writer,
+                    threshold,
+                    batch_size,
+                    smooth,
+                    show,
+                    tta,
+                    max_frames,
+                    {"input": str(source), "output": str(output), "codec": codec, "fps": fps, "size": list(size)},
+                )
             finally:
                 video_writer.release()  # finalised before it is moved into place
     finally:
@@ -218,8 +241,9 @@ def segment_video(predictor, source, output, threshold=0.5, batch_size=1, smooth
 def _run_pipeline(predictor, capture, video_writer, threshold, batch_size, smooth, show, tta, max_frames, report):
     batches, stop, counts = queue.Queue(maxsize=4), threading.Event(), {"in": 0}
     writer = Writer(video_writer, predictor, threshold, smooth, show)
-    reader = Worker(lambda: read_batches(capture, predictor, batch_size, batches, stop, counts, max_frames),
-                    "video-reader")
+    reader = Worker(
+        lambda: read_batches(capture, predictor, batch_size, batches, stop, counts, max_frames), "video-reader"
+    )
     writer_thread = Worker(writer.run, "video-writer")
     model_ms, interrupted = [], False
     start = time.perf_counter()
@@ -248,10 +272,19 @@ def _run_pipeline(predictor, capture, video_writer, threshold, batch_size, smoot
             raise worker.error
     wall = time.perf_counter() - start
     mean = float(np.mean(model_ms)) if model_ms else float("nan")
-    return {**report, "frames_in": counts["in"], "frames_out": writer.written,
-            "model_ms_mean": round(mean, 2),
-            "model_ms_p95": round(float(np.percentile(model_ms, 95)), 2) if model_ms else float("nan"),
-            "model_fps": round(1e3 / mean, 2) if model_ms else 0.0,
-            "e2e_fps": round(writer.written / wall, 2), "wall_s": round(wall, 2), "runtime": predictor.runtime.name,
-            "batch_size": batch_size, "threshold": threshold, "smooth": smooth,
-            "tta": bool(predictor.tta if tta is None else tta), "interrupted": interrupted}
+    return {
+        **report,
+        "frames_in": counts["in"],
+        "frames_out": writer.written,
+        "model_ms_mean": round(mean, 2),
+        "model_ms_p95": round(float(np.percentile(model_ms, 95)), 2) if model_ms else float("nan"),
+        "model_fps": round(1e3 / mean, 2) if model_ms else 0.0,
+        "e2e_fps": round(writer.written / wall, 2),
+        "wall_s": round(wall, 2),
+        "runtime": predictor.runtime.name,
+        "batch_size": batch_size,
+        "threshold": threshold,
+        "smooth": smooth,
+        "tta": bool(predictor.tta if tta is None else tta),
+        "interrupted": interrupted,
+    }

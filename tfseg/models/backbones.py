@@ -28,8 +28,7 @@ class BackboneSpec:
 def keras_application(application, weights):
     """A keras.applications model without its top; a failed ImageNet download says how to work offline."""
     try:
-        return getattr(keras.applications, application)(include_top=False, weights=weights,
-                                                        input_shape=(None, None, 3))
+        return getattr(keras.applications, application)(include_top=False, weights=weights, input_shape=(None, None, 3))
     except Exception as error:  # keras.utils.get_file raises a bare Exception on network failure
         if weights != "imagenet" or "fetch failure" not in str(error).lower():
             raise

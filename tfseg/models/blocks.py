@@ -141,11 +141,16 @@ class ConvBN(keras.layers.Layer):
         kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         pad = tuple(dilation_rate * (k // 2) for k in kernel)
         self.pad = keras.layers.ZeroPadding2D(pad, name="pad") if any(pad) else None
-        self.conv = keras.layers.Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation_rate,
-                                        use_bias=False, name="conv")
-        self.bn = keras.layers.BatchNormalization(**TORCH_BN, name="bn") if norm == "batch" else \
-            keras.layers.GroupNormalization(math.gcd(filters, GROUP_NORM_GROUPS), epsilon=TORCH_BN["epsilon"],
-                                            name="gn")
+        self.conv = keras.layers.Conv2D(
+            filters, kernel_size, strides=strides, dilation_rate=dilation_rate, use_bias=False, name="conv"
+        )
+        self.bn = (
+            keras.layers.BatchNormalization(**TORCH_BN, name="bn")
+            if norm == "batch"
+            else keras.layers.GroupNormalization(
+                math.gcd(filters, GROUP_NORM_GROUPS), epsilon=TORCH_BN["epsilon"], name="gn"
+            )
+        )
         self.act = keras.layers.Activation(activation, name="act") if activation else None
 
     def build(self, input_shape):
@@ -165,6 +170,12 @@ class ConvBN(keras.layers.Layer):
         return self.conv.compute_output_shape(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "dilation_rate": self.dilation_rate, "strides": self.strides, "activation": self.activation,
-                "norm": self.norm}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "dilation_rate": self.dilation_rate,
+            "strides": self.strides,
+            "activation": self.activation,
+            "norm": self.norm,
+        }

@@ -34,8 +34,14 @@ class EARNet(HRNetOCR):
     @classmethod
     def from_stage1(cls, stage1, modulation=(0.5, 0.5)):
         """A stage-2 model carrying every weight of the trained `stage1` (an HRNetOCR); the error head is new."""
-        model = cls(stage1.config_name, stage1.num_classes, stage1.scales, modulation,
-                    region_batchnorm=stage1.region_batchnorm, norm=stage1.norm)
+        model = cls(
+            stage1.config_name,
+            stage1.num_classes,
+            stage1.scales,
+            modulation,
+            region_batchnorm=stage1.region_batchnorm,
+            norm=stage1.norm,
+        )
         for layer in stage1.net.layers:
             if layer.weights:
                 model.net.get_layer(layer.name).set_weights(layer.get_weights())

@@ -48,8 +48,7 @@ def residual_block(x, filters, bottleneck, name, norm="batch"):
     else:
         y = ConvBN(filters, 3, activation="relu", norm=norm, name=f"{name}_conv1")(x)
         y = ConvBN(filters, 3, norm=norm, name=f"{name}_conv2")(y)
-    shortcut = x if x.shape[-1] == out_channels else ConvBN(out_channels, 1, norm=norm,
-                                                            name=f"{name}_downsample")(x)
+    shortcut = x if x.shape[-1] == out_channels else ConvBN(out_channels, 1, norm=norm, name=f"{name}_downsample")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(keras.layers.Add(name=f"{name}_add")([y, shortcut]))
 
 
@@ -65,8 +64,14 @@ def fuse(branches, channels, name, norm="batch"):
                 source = ResizeLike(name=f"{name}_up{i}_{j}")(lateral, target)
             for k in range(i - j):
                 last = k == i - j - 1
-                source = ConvBN(channels[i] if last else channels[j], 3, strides=2, activation=None if last else
-                                "relu", norm=norm, name=f"{name}_{i}_{j}_down{k}")(source)
+                source = ConvBN(
+                    channels[i] if last else channels[j],
+                    3,
+                    strides=2,
+                    activation=None if last else "relu",
+                    norm=norm,
+                    name=f"{name}_{i}_{j}_down{k}",
+                )(source)
             terms.append(source)
         fused.append(keras.layers.ReLU(name=f"{name}_relu{i}")(keras.layers.Add(name=f"{name}_add{i}")(terms)))
     return fused
@@ -75,8 +80,10 @@ def fuse(branches, channels, name, norm="batch"):
 def transition(branches, channels, name, norm="batch"):
     """Existing branches change width by a 3x3 conv-BN-ReLU (when needed); the new one comes from the lowest
     branch by a stride-2 3x3 conv-BN-ReLU."""
-    out = [x if x.shape[-1] == c else ConvBN(c, 3, activation="relu", norm=norm, name=f"{name}_{i}")(x)
-           for i, (x, c) in enumerate(zip(branches, channels))]
+    out = [
+        x if x.shape[-1] == c else ConvBN(c, 3, activation="relu", norm=norm, name=f"{name}_{i}")(x)
+        for i, (x, c) in enumerate(zip(branches, channels))
+    ]
     new = ConvBN(channels[-1], 3, strides=2, activation="relu", norm=norm, name=f"{name}_{len(branches)}")
     return out + [new(branches[-1])]
 
@@ -91,8 +98,10 @@ def hrnet_features(images, config, norm="batch"):
     for s, (modules, blocks, channels) in enumerate(config.stages, start=2):
         branches = transition(branches, channels, name=f"transition{s - 1}", norm=norm)
         for m in range(modules):
-            branches = [residual_block_stack(x, c, blocks, f"stage{s}_module{m + 1}_branch{i}", norm)
-                        for i, (x, c) in enumerate(zip(branches, channels))]
+            branches = [
+                residual_block_stack(x, c, blocks, f"stage{s}_module{m + 1}_branch{i}", norm)
+                for i, (x, c) in enumerate(zip(branches, channels))
+            ]
             branches = fuse(branches, channels, name=f"stage{s}_module{m + 1}_fuse", norm=norm)
     upsampled = [branches[0]] + [ResizeLike(name=f"head_up{i}")(b, branches[0]) for i, b in enumerate(branches[1:], 1)]
     return keras.layers.Concatenate(name="head_concat")(upsampled)
@@ -132,8 +141,7 @@ class ObjectAttention(keras.layers.Layer):
         self.key_channels, self.out_channels = key_channels, out_channels
         self.region_batchnorm, self.norm = region_batchnorm, norm
         unit = lambda c, n: ConvBN(c, 1, activation="relu", norm=norm, name=n)
-        region_unit = unit if region_batchnorm else (
-            lambda c, n: keras.layers.Conv2D(c, 1, activation="relu", name=n))
+        region_unit = unit if region_batchnorm else (lambda c, n: keras.layers.Conv2D(c, 1, activation="relu", name=n))
         self.query = [unit(key_channels, "f_pixel1"), unit(key_channels, "f_pixel2")]
         self.key = [region_unit(key_channels, "f_object1"), region_unit(key_channels, "f_object2")]
         self.value = region_unit(key_channels, "f_down")
@@ -150,13 +158,19 @@ class ObjectAttention(keras.layers.Layer):
         v = self.value(regions, training=training)
         q = ops.reshape(q, (shape[0], -1, self.key_channels))
         attention = ops.softmax(ops.einsum("bpc,bkc->bpk", q, k[:, 0]) * self.key_channels**-0.5, axis=-1)
-        context = ops.reshape(ops.einsum("bpk,bkc->bpc", attention, v[:, 0]), (shape[0], shape[1], shape[2],
-                                                                                 self.key_channels))
+        context = ops.reshape(
+            ops.einsum("bpk,bkc->bpc", attention, v[:, 0]), (shape[0], shape[1], shape[2], self.key_channels)
+        )
         return self.up(context, training=training)
 
     def get_config(self):
-        return {**super().get_config(), "key_channels": self.key_channels, "out_channels": self.out_channels,
-                "region_batchnorm": self.region_batchnorm, "norm": self.norm}
+        return {
+            **super().get_config(),
+            "key_channels": self.key_channels,
+            "out_channels": self.out_channels,
+            "region_batchnorm": self.region_batchnorm,
+            "norm": self.norm,
+        }
 
 
 def ocr_head(features, num_classes, mid, key, region_batchnorm=False, norm="batch"):
@@ -170,8 +184,11 @@ def ocr_head(features, num_classes, mid, key, region_batchnorm=False, norm="batc
     aux = keras.layers.Conv2D(num_classes, 1, name="aux_head_cls")(aux)
     regions = SpatialGather(name="ocr_gather")(feats, aux)
     context = ObjectAttention(key, mid, region_batchnorm, norm, name="ocr_object_attention")(feats, regions)
-    fuse = ConvBN(mid, 1, activation="relu", norm=norm, name="ocr_distri_fuse") if region_batchnorm else \
-        keras.layers.Conv2D(mid, 1, activation="relu", name="ocr_distri_fuse")  # half its input is the context
+    fuse = (
+        ConvBN(mid, 1, activation="relu", norm=norm, name="ocr_distri_fuse")
+        if region_batchnorm
+        else keras.layers.Conv2D(mid, 1, activation="relu", name="ocr_distri_fuse")
+    )  # half its input is the context
     ocr = fuse(keras.layers.Concatenate(name="ocr_distri_concat")([context, feats]))
     ocr = keras.layers.Dropout(0.05, name="ocr_distri_dropout")(ocr)
     return keras.layers.Conv2D(num_classes, 1, name="cls_head")(ocr), aux, ocr
@@ -191,8 +208,14 @@ def single_scale_network(config, num_classes, attention_heads, region_batchnorm=
     images = keras.Input((None, None, 3), name="images")
     features = hrnet_features(images, config, norm)
     cls, aux, ocr = ocr_head(features, num_classes, config.mid_channels, config.key_channels, region_batchnorm, norm)
-    outputs = {"cls": cls, "aux": aux, **{output: attention_head(ocr, config.attention_channels, prefix, norm)
-                                          for output, prefix in attention_heads.items()}}
+    outputs = {
+        "cls": cls,
+        "aux": aux,
+        **{
+            output: attention_head(ocr, config.attention_channels, prefix, norm)
+            for output, prefix in attention_heads.items()
+        },
+    }
     outputs = {k: ResizeLike(name=f"{k}_up")(v, images) for k, v in outputs.items()}
     return keras.Model(images, outputs, name="single_scale")
 
@@ -243,8 +266,9 @@ class HRNetOCR(InferenceSpec, keras.Model):
     normalization = "torch"
     extra_heads = {}  # {output name: layer name prefix} of attention heads besides the scale attention
 
-    def __init__(self, config="small", num_classes=2, scales=(2.0, 1.0, 0.5), region_batchnorm=False, norm="batch",
-                 **kwargs):
+    def __init__(
+        self, config="small", num_classes=2, scales=(2.0, 1.0, 0.5), region_batchnorm=False, norm="batch", **kwargs
+    ):
         super().__init__(**kwargs)
         self.config_name, self.num_classes = config, num_classes
         self.scales = tuple(sorted(scales, reverse=True))
@@ -264,8 +288,12 @@ class HRNetOCR(InferenceSpec, keras.Model):
             fused = {key: self.modulate(self.fuse(passes, (1.0, 0.5), key), high) for key in ("cls", "aux")}
         else:  # every scale's logits modulated, then fused
             fused = {key: self.fuse(passes, self.scales, key, modulated=True) for key in ("cls", "aux")}
-        outputs = {"pred": scale_as(fused["cls"], images), "aux": scale_as(fused["aux"], images),
-                   "pred_05": scale_as(passes[0.5]["cls"], images), "pred_10": scale_as(high["cls"], images)}
+        outputs = {
+            "pred": scale_as(fused["cls"], images),
+            "aux": scale_as(fused["aux"], images),
+            "pred_05": scale_as(passes[0.5]["cls"], images),
+            "pred_10": scale_as(high["cls"], images),
+        }
         return {**outputs, **{name: scale_as(high[name], images) for name in self.extra_heads}}
 
     def fuse(self, passes, scales, key, modulated=False):
@@ -284,9 +312,15 @@ class HRNetOCR(InferenceSpec, keras.Model):
         return fused
 
     def get_config(self):
-        return {**super().get_config(), "config": self.config_name, "num_classes": self.num_classes,
-                "scales": list(self.scales), "region_batchnorm": self.region_batchnorm, "norm": self.norm,
-                SPEC_KEY: self.inference_spec()}
+        return {
+            **super().get_config(),
+            "config": self.config_name,
+            "num_classes": self.num_classes,
+            "scales": list(self.scales),
+            "region_batchnorm": self.region_batchnorm,
+            "norm": self.norm,
+            SPEC_KEY: self.inference_spec(),
+        }
 
     @classmethod
     def from_config(cls, config):

@@ -20,8 +20,12 @@ class RFB(keras.layers.Layer):
         self.channels = c = channels
 
         def branch(index, k):  # 1x1, 1xk, kx1, 3x3 dilated by k
-            return [ConvBN(c, 1, name=f"branch{index}_0"), ConvBN(c, (1, k), name=f"branch{index}_1"),
-                    ConvBN(c, (k, 1), name=f"branch{index}_2"), ConvBN(c, 3, k, name=f"branch{index}_3")]
+            return [
+                ConvBN(c, 1, name=f"branch{index}_0"),
+                ConvBN(c, (1, k), name=f"branch{index}_1"),
+                ConvBN(c, (k, 1), name=f"branch{index}_2"),
+                ConvBN(c, 3, k, name=f"branch{index}_3"),
+            ]
 
         self.branches = [[ConvBN(c, 1, name="branch0_0")]] + [branch(i, k) for i, k in ((1, 3), (2, 5), (3, 7))]
         self.conv_cat = ConvBN(c, 3, name="conv_cat")
@@ -56,7 +60,8 @@ class PartialDecoder(keras.layers.Layer):
         self.channels = c = channels
         self.up = Upsample2x(name="upsample")
         self.conv_upsample1, self.conv_upsample2, self.conv_upsample3, self.conv_upsample4 = (
-            ConvBN(c, 3, name=f"conv_upsample{i}") for i in range(1, 5))
+            ConvBN(c, 3, name=f"conv_upsample{i}") for i in range(1, 5)
+        )
         self.conv_upsample5 = ConvBN(2 * c, 3, name="conv_upsample5")
         self.conv_concat2 = ConvBN(2 * c, 3, name="conv_concat2")
         self.conv_concat3 = ConvBN(3 * c, 3, name="conv_concat3")
@@ -91,9 +96,11 @@ class ReverseAttention(keras.layers.Layer):
     def __init__(self, filters, kernel_size, num_hidden, out_kernel, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.kernel_size, self.num_hidden, self.out_kernel = filters, kernel_size, num_hidden, out_kernel
-        self.convs = ([ConvBN(filters, 1, name="conv1")]
-                      + [ConvBN(filters, kernel_size, name=f"conv{i + 2}") for i in range(num_hidden)]
-                      + [ConvBN(1, out_kernel, name=f"conv{num_hidden + 2}")])
+        self.convs = (
+            [ConvBN(filters, 1, name="conv1")]
+            + [ConvBN(filters, kernel_size, name=f"conv{i + 2}") for i in range(num_hidden)]
+            + [ConvBN(1, out_kernel, name=f"conv{num_hidden + 2}")]
+        )
 
     def call(self, feature, previous, training=None):
         shape = ops.shape(feature)
@@ -108,8 +115,13 @@ class ReverseAttention(keras.layers.Layer):
         return (*feature_shape[:3], 1)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "num_hidden": self.num_hidden, "out_kernel": self.out_kernel}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "num_hidden": self.num_hidden,
+            "out_kernel": self.out_kernel,
+        }
 
 
 @keras.saving.register_keras_serializable(package="tfseg")
@@ -161,9 +173,15 @@ class PraNet(InferenceSpec, keras.Model):
         return BACKBONES[self.backbone_name].normalization
 
     def get_config(self):
-        return {"backbone": self.backbone_name, "backbone_weights": self.backbone_weights,
-                "channels": self.channels, "input_size": list(self.input_size), "name": self.name,
-                "trainable": self.trainable, SPEC_KEY: self.inference_spec()}
+        return {
+            "backbone": self.backbone_name,
+            "backbone_weights": self.backbone_weights,
+            "channels": self.channels,
+            "input_size": list(self.input_size),
+            "name": self.name,
+            "trainable": self.trainable,
+            SPEC_KEY: self.inference_spec(),
+        }
 
     @classmethod
     def from_config(cls, config):

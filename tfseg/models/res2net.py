@@ -54,8 +54,9 @@ class Bottle2neck(keras.layers.Layer):
         self.planes, self.strides, self.stage = planes, strides, stage
         self.width = width = planes * BASE_WIDTH // 64
         self.conv1 = ConvBN(width * SCALE, 1, activation="relu", name="conv1")
-        self.split_convs = [ConvBN(width, 3, strides=strides, activation="relu", name=f"split_conv{i}")
-                            for i in range(SCALE - 1)]
+        self.split_convs = [
+            ConvBN(width, 3, strides=strides, activation="relu", name=f"split_conv{i}") for i in range(SCALE - 1)
+        ]
         self.conv3 = ConvBN(EXPANSION * planes, 1, name="conv3")
         self.shortcut = ConvBN(EXPANSION * planes, 1, name="shortcut") if stage else None
 
@@ -97,7 +98,8 @@ def res2net50(weights=None):
             "There is no Keras download of the Res2Net-50 ImageNet weights. Convert the original "
             "res2net50_v1b_26w_4s-3cf99910.pth: `pip install .[torch]`, then `python convert_weights.py "
             "res2net50_v1b_26w_4s-3cf99910.pth res2net50.weights.h5 --model res2net50`, and pass "
-            "res2net50.weights.h5 as the backbone weights (or None to train from scratch).")
+            "res2net50.weights.h5 as the backbone weights (or None to train from scratch)."
+        )
     inputs = keras.Input((None, None, 3), name="image")
     x = ConvBN(32, 3, strides=2, activation="relu", name="stem_conv1")(inputs)  # H/2
     x = ConvBN(32, 3, activation="relu", name="stem_conv2")(x)

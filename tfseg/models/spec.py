@@ -24,8 +24,13 @@ class InferenceSpec:
 
     def inference_spec(self):
         size = self.input_size
-        return {"task": self.task, "normalization": self.normalization, "prediction_output": self.prediction_output,
-                "activation": self.activation, "input_size": None if size is None else list(size)}
+        return {
+            "task": self.task,
+            "normalization": self.normalization,
+            "prediction_output": self.prediction_output,
+            "activation": self.activation,
+            "input_size": None if size is None else list(size),
+        }
 
 
 def size_pair(size):

@@ -90,8 +90,10 @@ def split_pairs(config):
         raise ValueError(f"dataset must be one of {DATASETS}, got {config.dataset!r}")
     root = config.data_path
     if config.dataset == "drive":
-        pairs, test = layouts.find_dataset(os.path.join(root, "training")), layouts.find_dataset(
-            os.path.join(root, "test"))
+        pairs, test = (
+            layouts.find_dataset(os.path.join(root, "training")),
+            layouts.find_dataset(os.path.join(root, "test")),
+        )
     elif config.dataset == "chase":
         everything = layouts.find_dataset(root)
         pairs, test = everything[:CHASE_TRAIN], everything[CHASE_TRAIN:]
@@ -136,10 +138,18 @@ class EARNetTrainer(SegmentationTrainer):
 
     def train_dataset(self, pairs, epoch):
         c = self.config
-        fn = lambda ctx: vessels.make_vessel_dataset(pairs, self.model.normalization, c.batch_size, c.crop, True,
-                                                     self.error_maps,
-                                                     seed=c.seed + epoch, input_context=ctx,
-                                                     scale_range=c.scale_range, repeat=True)
+        fn = lambda ctx: vessels.make_vessel_dataset(
+            pairs,
+            self.model.normalization,
+            c.batch_size,
+            c.crop,
+            True,
+            self.error_maps,
+            seed=c.seed + epoch,
+            input_context=ctx,
+            scale_range=c.scale_range,
+            repeat=True,
+        )
         return self.strategy.distribute_datasets_from_function(fn)
 
     def probabilities(self, images):
@@ -147,8 +157,10 @@ class EARNetTrainer(SegmentationTrainer):
 
     def validate(self, dataset):
         """Pooled Acc, Se, Sp, F1 and AUC of the multi-scale prediction on the full validation images."""
-        scores = [vessel_metrics.score_image(self.probabilities(images)[0], labels.numpy()[0] == 1)
-                  for images, labels in dataset]
+        scores = [
+            vessel_metrics.score_image(self.probabilities(images)[0], labels.numpy()[0] == 1)
+            for images, labels in dataset
+        ]
         results = vessel_metrics.summarize(scores)
         return {f"val_{key}": results[key] for key in ("F1", "Acc", "Se", "Sp", "AUC")}
 
@@ -166,8 +178,9 @@ def write_error_maps(trainer, pairs, folder, progress=True):
     os.makedirs(folder, exist_ok=True)
     paths = []
     dataset = vessels.make_vessel_dataset(pairs, trainer.model.normalization, 1, None, training=False)
-    for pair, (images, _) in tqdm(zip(pairs, dataset), total=len(pairs), desc="error maps", disable=not progress,
-                                  leave=False):
+    for pair, (images, _) in tqdm(
+        zip(pairs, dataset), total=len(pairs), desc="error maps", disable=not progress, leave=False
+    ):
         predicted = trainer.probabilities(images)[0] > 0.5  # = argmax of the two classes
         path = os.path.join(folder, f"{pair.stem}.png")
         write_png(path, error_map(predicted, read_mask(pair.mask)) * 255)
@@ -180,14 +193,18 @@ def resume_config(run_dir, **overrides):
     with the overrides that are not None."""
     stage = "stage1" if os.path.isfile(os.path.join(run_dir, "stage1", "args.json")) else "stage2"
     stored = RunDirectory(os.path.join(run_dir, stage)).read_args()
-    stored.update(epochs=stored["epochs"] if stage == "stage1" else EARNetConfig.epochs,
-                  norm=stored.get("norm", "batch"),  # runs stored before this setting existed
-                  logdir=os.path.dirname(os.path.abspath(run_dir)), run_name=os.path.basename(os.path.abspath(run_dir)))
+    stored.update(
+        epochs=stored["epochs"] if stage == "stage1" else EARNetConfig.epochs,
+        norm=stored.get("norm", "batch"),  # runs stored before this setting existed
+        logdir=os.path.dirname(os.path.abspath(run_dir)),
+        run_name=os.path.basename(os.path.abspath(run_dir)),
+    )
     return EARNetConfig.from_stored(stored, **overrides)
 
 
-def train_stage(config, strategy, stage, run_dir, train, val, stage1_weights=None, error_maps=None, resume=False,
-                progress=True):
+def train_stage(
+    config, strategy, stage, run_dir, train, val, stage1_weights=None, error_maps=None, resume=False, progress=True
+):
     """One stage in `run_dir` (continued from its last checkpoint when `resume` and it has begun): returns
     run_training's result plus the trainer."""
     resume = run_dir if resume and os.path.isfile(os.path.join(run_dir, "args.json")) else None
@@ -227,22 +244,34 @@ def _train_stages(config, strategy, root, stages, progress, resume):
         check_export_folder(config.export_dir)  # now, not after the training
     results = {"test": test}
     if 1 in stages:
-        first = train_stage(config, strategy, 1, os.path.join(root, "stage1"), train, val, resume=resume,
-                            progress=progress)
+        first = train_stage(
+            config, strategy, 1, os.path.join(root, "stage1"), train, val, resume=resume, progress=progress
+        )
         stage1_weights = first["run"].best_weights
         results["stage1"] = _finish(first, config, last=2 not in stages)
         error_dir = results["error_maps"] = _error_folder(root, strategy)
         error_paths = write_error_maps(first["trainer"], train, error_dir, progress)
     if 2 in stages:
         if stage1_weights is None:
-            raise ValueError("Stage 2 needs the stage-1 weights: train stage 1, or give its best.weights.h5 as "
-                             "--init_weights")
+            raise ValueError(
+                "Stage 2 needs the stage-1 weights: train stage 1, or give its best.weights.h5 as --init_weights"
+            )
         if 1 not in stages:
             first_trainer = EARNetTrainer(dataclasses.replace(config, init_weights=stage1_weights), strategy, 1, 1)
             error_dir = results["error_maps"] = _error_folder(root, strategy)
             error_paths = write_error_maps(first_trainer, train, error_dir, progress)
-        second = train_stage(config, strategy, 2, os.path.join(root, "stage2"), train, val, stage1_weights,
-                             error_paths, resume=resume, progress=progress)
+        second = train_stage(
+            config,
+            strategy,
+            2,
+            os.path.join(root, "stage2"),
+            train,
+            val,
+            stage1_weights,
+            error_paths,
+            resume=resume,
+            progress=progress,
+        )
         results["stage2"] = _finish(second, config, last=True)
     last_run = (second if 2 in stages else first)["run"]
     if test and last_run.chief:

@@ -69,8 +69,10 @@ class SegmentationTrainer:
         if config.mixed_precision:  # bfloat16 keeps float32's range: no loss scaling needed
             keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
             if not tf.config.list_physical_devices("GPU"):
-                log.warning("mixed_precision on a CPU: bfloat16 is emulated on CPUs without AMX/AVX-512 BF16 "
-                            "and can be several times slower (see docs/BENCHMARKS.md)")
+                log.warning(
+                    "mixed_precision on a CPU: bfloat16 is emulated on CPUs without AMX/AVX-512 BF16 "
+                    "and can be several times slower (see docs/BENCHMARKS.md)"
+                )
         with strategy.scope():
             self.model = self.build_model()
             self.optimizer = self.make_optimizer()
@@ -86,8 +88,9 @@ class SegmentationTrainer:
     def restore(self, path):
         """Restores a checkpoint, also one written before the best score was named `best_score` (`best_dice`)."""
         legacy = any(name.startswith("best_dice/") for name, _ in tf.train.list_variables(path))
-        tf.train.Checkpoint(**{"best_dice" if legacy else "best_score": self.best_score},
-                            **self._checkpointed()).restore(path)
+        tf.train.Checkpoint(
+            **{"best_dice" if legacy else "best_score": self.best_score}, **self._checkpointed()
+        ).restore(path)
 
     def _replica_step(self, *batch):
         with tf.GradientTape() as tape:
@@ -121,8 +124,9 @@ class SegmentationTrainer:
         self.on_epoch_start(epoch)
         mean = keras.metrics.Mean()
         batches = iter(self.train_dataset(pairs, epoch))
-        with tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not progress,
-                  leave=False) as bar:
+        with tqdm(
+            total=steps, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not progress, leave=False
+        ) as bar:
             for _ in range(steps):
                 mean.update_state(self.train_on_batch(next(batches)))
                 bar.update()
@@ -181,15 +185,25 @@ def _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress):
             log.info("Resumed %s at epoch %d", manager.latest_checkpoint, int(trainer.epoch.numpy()))
     start = int(trainer.epoch.numpy())
     if start > config.epochs:
-        raise ValueError(f"{run.path} has completed {start} epochs, more than the {config.epochs} asked for: "
-                         f"nothing to do, nothing changed (ask for more than {start} epochs to continue it)")
+        raise ValueError(
+            f"{run.path} has completed {start} epochs, more than the {config.epochs} asked for: "
+            f"nothing to do, nothing changed (ask for more than {start} epochs to continue it)"
+        )
     if run.write_args(config):  # once data and model are ready (a failed start leaves no run folder behind),
         log.info("Settings written to %s", run.args)  # and on resume only when a setting changed
     run.truncate_log(start)
-    writers = {k: tf.summary.create_file_writer(os.path.join(run.tensorboard, k)) for k in ("train", "val")} \
-        if run.chief else {}
-    log.info("%d training / %d validation images, %d steps per epoch, run folder %s",
-             len(train_pairs), n_val, steps, run.path)
+    writers = (
+        {k: tf.summary.create_file_writer(os.path.join(run.tensorboard, k)) for k in ("train", "val")}
+        if run.chief
+        else {}
+    )
+    log.info(
+        "%d training / %d validation images, %d steps per epoch, run folder %s",
+        len(train_pairs),
+        n_val,
+        steps,
+        run.path,
+    )
     history = []
     for epoch in range(start, config.epochs):
         loss = trainer.fit_epoch(train_pairs, epoch, steps, progress=progress and run.chief)
@@ -212,8 +226,14 @@ def _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress):
             writers["train"].flush()
         trainer.epoch.assign(epoch + 1)
         manager.save(checkpoint_number=epoch + 1)  # commits the epoch: everything above is written
-        log.info("epoch %d/%d  loss %.4f  %s%s", epoch + 1, config.epochs, loss,
-                 "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), "  (best)" if improved else "")
+        log.info(
+            "epoch %d/%d  loss %.4f  %s%s",
+            epoch + 1,
+            config.epochs,
+            loss,
+            "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+            "  (best)" if improved else "",
+        )
     run.cleanup()
     return {"run_dir": run.path, "best_score": float(trainer.best_score.numpy()), "history": history}
 

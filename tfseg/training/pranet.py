@@ -108,9 +108,17 @@ class PraNetTrainer(SegmentationTrainer):
         """Per-epoch dataset (seed + epoch: a resumed run sees the same order), endless so that every worker
         runs the same number of steps, each pass freshly augmented."""
         c = self.config
-        fn = lambda ctx: pipeline.make_dataset(pairs, self.model.normalization, c.input_size, c.batch_size,
-                                                training=True, augment=c.augment, seed=c.seed + epoch,
-                                                input_context=ctx, repeat=True)
+        fn = lambda ctx: pipeline.make_dataset(
+            pairs,
+            self.model.normalization,
+            c.input_size,
+            c.batch_size,
+            training=True,
+            augment=c.augment,
+            seed=c.seed + epoch,
+            input_context=ctx,
+            repeat=True,
+        )
         return self.strategy.distribute_datasets_from_function(fn)
 
 
@@ -130,8 +138,9 @@ def train_pranet(config, resume=None, progress=True):
     if run.chief and config.export:
         check_export_folder(config.export_dir or run.export)  # now, not after the training
     trainer = PraNetTrainer(config, strategy)
-    val_data = pipeline.make_dataset(val_pairs, trainer.model.normalization, config.input_size, config.batch_size,
-                                     training=False)
+    val_data = pipeline.make_dataset(
+        val_pairs, trainer.model.normalization, config.input_size, config.batch_size, training=False
+    )
     result = run_training(trainer, run, train_pairs, val_data, len(val_pairs), resume, progress)
     result["best_dice"] = result["best_score"]
     if run.chief and config.export:

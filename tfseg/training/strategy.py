@@ -52,8 +52,9 @@ def is_chief(strategy):
     if not is_multiworker(strategy):
         return True
     resolver = strategy.cluster_resolver
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
-                                              and "chief" not in resolver.cluster_spec().as_dict())
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+    )
 
 
 def task_id(strategy):
