@@ -12,6 +12,26 @@ OWN_LOGGERS = ("tfseg", "root", "__main__")  # what a command prints at INFO; ot
 CHATTY_LOGGERS = ("tensorflow", "tf2onnx", "absl")  # they have handlers of their own
 
 
+BAD_INPUT = (ValueError, OSError, ImportError)  # what a command reports as one `error:` line: DatasetError,
+# OverwriteError, ModelFileError and ExportMismatchError are ValueErrors, VideoError and ConnectionError OSErrors,
+# ImportError a missing optional package
+
+
+def command(parse_args, work, timestamps=False):
+    """A command's `main(argv=None)`: the flags, logging, then `work(args)`, whose bad-input errors (BAD_INPUT)
+    end in one `error:` line, never a traceback."""
+
+    def main(argv=None):
+        args = parse_args(argv)
+        setup_logging(args.verbose, timestamps)
+        try:
+            work(args)
+        except BAD_INPUT as error:
+            raise SystemExit(f"error: {error}") from None
+
+    return main
+
+
 def console(main):
     """A console entry point (pyproject's [project.scripts]) that runs `main` as `run` does."""
     return lambda: run(main)
@@ -87,10 +107,6 @@ def load_predictor(args):
     from tfseg.inference import Predictor
 
     return Predictor.load(args.model, args.input_size, args.backbone, args.runtime, args.tta)
-
-
-TRAINING_ERRORS = (ValueError, OSError, ImportError)  # bad input: DatasetError is a ValueError, ConnectionError an
-# OSError, ImportError a missing optional package; each becomes one `error:` line
 
 
 def add_training_flags(parser, defaults, data_help):

@@ -36,7 +36,7 @@ ONNX_OPSET = 17
 CHECK_SIZE = (96, 128)  # the check's input size for models without a training size
 
 
-class ExportMismatchError(RuntimeError):
+class ExportMismatchError(ValueError):
     """An exported model disagrees with the Keras model beyond the tolerance."""
 
 

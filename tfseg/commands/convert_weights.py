@@ -25,15 +25,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    cli.setup_logging(args.verbose)
-    from tfseg.convert import convert_checkpoint
+def convert(args):
+    from tfseg.convert import convert_checkpoint  # TensorFlow after the flags
 
-    try:
-        convert_checkpoint(args.source, args.destination, args.model, args.allow_partial)
-    except (ImportError, OSError, ValueError) as error:  # ConversionError is a ValueError
-        raise SystemExit(f"error: {error}") from None
+    convert_checkpoint(args.source, args.destination, args.model, args.allow_partial)
 
 
+main = cli.command(parse_args, convert)
 console = cli.console(main)

@@ -33,33 +33,29 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    cli.setup_logging(args.verbose)
-    from tfseg.export import ExportMismatchError, check_formats, export_model  # TensorFlow after the flags
+def export(args):
+    from tfseg.export import check_formats, export_model  # TensorFlow after the flags
     from tfseg.files import refuse_inside
     from tfseg.inference.predictor import check_fingerprint, load_keras_model, read_metadata
 
     source = Path(args.model)
-    try:
-        formats = check_formats(f.strip() for f in args.formats.split(",") if f.strip())
-        if source.is_dir():
-            source = source / "model.keras"
-        if not source.is_file():
-            raise FileNotFoundError(f"Model not found: {source}")
-        refuse_inside(args.output, [source])
-        stored = read_metadata(source)
-        check_fingerprint(source, stored)
-        model = load_keras_model(source, args.backbone)
-        # the size: asked for (H [W]), else the one the model was exported at, else its own (inference spec)
-        input_size = (args.input_size * 2)[:2] if args.input_size else (stored or {}).get("input_size")
-        results = export_model(model, args.output, formats, input_size, args.tolerance)
-    except (OSError, ValueError, ImportError, ExportMismatchError) as error:
-        raise SystemExit(f"error: {error}") from None
+    formats = check_formats(f.strip() for f in args.formats.split(",") if f.strip())
+    if source.is_dir():
+        source = source / "model.keras"
+    if not source.is_file():
+        raise FileNotFoundError(f"Model not found: {source}")
+    refuse_inside(args.output, [source])
+    stored = read_metadata(source)
+    check_fingerprint(source, stored)
+    model = load_keras_model(source, args.backbone)
+    # the size: asked for (H [W]), else the one the model was exported at, else its own (inference spec)
+    input_size = (args.input_size * 2)[:2] if args.input_size else (stored or {}).get("input_size")
+    results = export_model(model, args.output, formats, input_size, args.tolerance)
     print(f"\n{'format':<11} {'max |logit diff| vs Keras':>26}  path")
     for name, result in results.items():
         print(f"{name:<11} {result['max_abs_diff']:>26.2e}  {result['path']}")
     print(f"\nPredict with any of them: python infer_image.py --model {args.output} --image IMAGE --output DIR")
 
 
+main = cli.command(parse_args, export)
 console = cli.console(main)

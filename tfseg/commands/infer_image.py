@@ -23,17 +23,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    cli.setup_logging(args.verbose)
+def segment(args):
     from tfseg.inference import predict_images  # TensorFlow after the flags are parsed
 
-    try:
-        summary = predict_images(
-            cli.load_predictor(args), args.image, args.output, args.threshold, progress=not args.quiet
-        )
-    except (FileNotFoundError, ValueError, ImportError, OSError) as error:
-        raise SystemExit(f"error: {error}") from None
+    summary = predict_images(cli.load_predictor(args), args.image, args.output, args.threshold, progress=not args.quiet)
     print(
         f"{len(summary['written'])} image(s) segmented with {summary['runtime']}: {summary['files_written']} "
         f"file(s) written into {summary['output']}"
@@ -43,4 +36,5 @@ def main(argv=None):
         print(f"  {path}: {reason}")
 
 
+main = cli.command(parse_args, segment)
 console = cli.console(main)

@@ -28,38 +28,34 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    cli.setup_logging(args.verbose)
+def segment(args):
     from tfseg import files  # TensorFlow after the flags are parsed
-    from tfseg.inference import VideoError, segment_video
+    from tfseg.inference import segment_video
     from tfseg.inference.video import check_writable, is_camera
 
-    try:
-        if args.report:  # checked before the work, not after the whole video
-            files.refuse_overwrite(
-                [args.report], [args.output] + ([] if is_camera(args.video) else [args.video]), "report"
-            )
-            check_writable(args.report)
-        report = segment_video(
-            cli.load_predictor(args),
-            args.video,
-            args.output,
-            args.threshold,
-            args.batch_size,
-            args.smooth,
-            args.show,
-            max_frames=args.max_frames,
-        )
-    except (ValueError, ImportError, OSError, VideoError) as error:
-        raise SystemExit(f"error: {error}") from None
+    if args.report:  # checked before the work, not after the whole video
+        inputs = [args.output] + ([] if is_camera(args.video) else [args.video])
+        files.refuse_overwrite([args.report], inputs, "report")
+        check_writable(args.report)
+    predictor = cli.load_predictor(args)
+    report = segment_video(
+        predictor,
+        args.video,
+        args.output,
+        args.threshold,
+        args.batch_size,
+        args.smooth,
+        args.show,
+        max_frames=args.max_frames,
+    )
     print(json.dumps(report, indent=2))
     if args.report:
         try:
             files.write_json(args.report, report)
         except OSError as error:
-            raise SystemExit(f"error: cannot write the report {args.report} (printed above): {error}") from None
+            raise OSError(f"cannot write the report {args.report} (printed above): {error}") from None
     print(f"Overlay video: {report['output']}" + (f"; report: {args.report}" if args.report else ""))
 
 
+main = cli.command(parse_args, segment)
 console = cli.console(main)

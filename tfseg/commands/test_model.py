@@ -68,18 +68,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    cli.setup_logging(args.verbose)
-    try:
-        run(args)
-    # bad input: DatasetError, OverwriteError and ModelFileError are ValueErrors, PermissionError an OSError;
-    # ImportError: the runtime asked for is not installed
-    except (ValueError, OSError, ImportError) as error:
-        raise SystemExit(f"error: {error}") from None
-
-
-def run(args):
+def evaluate_model(args):
     from tfseg.evaluation import evaluate  # after the flags: Ctrl-C while importing is handled by cli.run
     from tfseg.evaluation.report import results_markdown
 
@@ -117,4 +106,5 @@ def run(args):
         print(f"Prediction maps in {args.save_maps}")
 
 
+main = cli.command(parse_args, evaluate_model)
 console = cli.console(main)

@@ -65,15 +65,6 @@ def parse_args(argv=None):
     return cli.check_training_args(p, p.parse_args(argv))
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    cli.setup_logging(args.verbose, timestamps=True)
-    try:
-        train(args)
-    except cli.TRAINING_ERRORS as error:
-        raise SystemExit(f"error: {error}") from None
-
-
 def train(args):
     from tfseg.training.earnet import EARNetConfig, resume_config, train_earnet
 
@@ -116,4 +107,5 @@ def train(args):
         )
 
 
+main = cli.command(parse_args, train, timestamps=True)
 console = cli.console(main)

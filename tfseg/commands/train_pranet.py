@@ -39,15 +39,6 @@ def parse_args(argv=None):
     return cli.check_training_args(p, p.parse_args(argv))
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    cli.setup_logging(args.verbose, timestamps=True)
-    try:
-        train(args)
-    except cli.TRAINING_ERRORS as error:
-        raise SystemExit(f"error: {error}") from None
-
-
 def train(args):
     from tfseg.training import PraNetConfig, resume_config, train_pranet
 
@@ -70,4 +61,5 @@ def train(args):
         logging.info("Exported %s: %s", kind, path)
 
 
+main = cli.command(parse_args, train, timestamps=True)
 console = cli.console(main)

@@ -34,7 +34,7 @@ CODECS = {
 END = object()  # marks the end of a queue's stream
 
 
-class VideoError(RuntimeError):
+class VideoError(OSError):
     """A video source or output that cannot be used."""
 
 
