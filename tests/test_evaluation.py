@@ -227,9 +227,9 @@ def test_cli_pred_dir_end_to_end(eval_data, tmp_path):
     assert "SetA: 1 prediction(s) differ in size" in result.stderr and "synth_0000.png (40x30)" in result.stderr
     with open(tmp_path / "out" / "results.json") as f:
         results = json.load(f)
-    assert list(results) == ["SetA", "SetB"]
-    for name in results:
-        assert list(results[name]) == POLYP_KEYS and results[name]["n_images"] == 4
+    assert list(results) == ["SetA", "SetB", "protocol"]  # the datasets, then how they were scored
+    for name in ("SetA", "SetB"):
+        assert list(results[name]) == [*POLYP_KEYS, "analysis", "ci95"] and results[name]["n_images"] == 4
         for key, value in independent_polyp_results(eval_data / "data" / name, eval_data / "preds" / name).items():
             assert results[name][key] == pytest.approx(value, abs=1e-12), (name, key)
     for name in ("results.csv", "per_image.csv", "dice_vs_threshold.png", "cases_SetA.png", "cases_SetB.png"):
@@ -291,7 +291,7 @@ def test_cli_model_end_to_end_and_saved_maps_read_back(eval_data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "model_eval" / "results.json") as f:  # default output: beside the model
         results = json.load(f)
-    assert list(results["SetB"]) == POLYP_KEYS
+    assert list(results["SetB"]) == [*POLYP_KEYS, "analysis", "ci95"]
     for name in sorted(os.listdir(data / "masks")):  # uint8 maps at the masks' original sizes, named like them
         saved = cv2.imread(str(tmp_path / "maps" / name), cv2.IMREAD_UNCHANGED)
         assert saved.dtype == np.uint8 and saved.shape == cv2.imread(str(data / "masks" / name), 0).shape
@@ -299,7 +299,8 @@ def test_cli_model_end_to_end_and_saved_maps_read_back(eval_data, tmp_path):
         # probabilities span only ~1e-6
         assert saved.min() == 0 and saved.max() > 200
     again = evaluate(data, tmp_path / "again", pred_dir=tmp_path / "maps", workers=1, plots=False, progress=False)
-    assert again["results"]["SetB"] == pytest.approx(results["SetB"], abs=1e-12)
+    metrics = lambda summary: {key: summary[key] for key in POLYP_KEYS}  # the error analysis reads raw values
+    assert metrics(again["results"]["SetB"]) == pytest.approx(metrics(results["SetB"]), abs=1e-12)
 
 
 def test_pred_dir_mode_imports_no_tensorflow(eval_data, tmp_path):
@@ -643,4 +644,4 @@ def test_every_output_file_is_written_atomically(tmp_path, monkeypatch):
         data, tmp_path / "out", predictor=CountingPredictor(), save_maps=tmp_path / "maps", workers=1, progress=False
     )
     written = [str(path) for folder in ("out", "maps") for path in (tmp_path / folder).iterdir()]
-    assert len(written) == 5 + 3 and sorted(written) == sorted(replaced)  # and no temporary file left
+    assert len(written) == 6 + 3 and sorted(written) == sorted(replaced)  # and no temporary file left

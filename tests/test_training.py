@@ -117,6 +117,14 @@ def test_cli_trains_exports_and_resumes(polyp_dir, tmp_path, caplog):
         ):
             assert (run_dir / name).exists(), name
         assert os.listdir(run_dir / "tensorboard" / "train")
+        record = json.loads((run_dir / "export" / "tfseg.json").read_text())["training"]  # the protocol card's
+        assert record["checkpoint"]["epoch"] == 1 and record["checkpoint"]["rule"].startswith("best val_dice")
+        assert record["validation"]["images"] == 6 and record["training_images"]["images"] == 18
+        assert 0 < record["threshold"]["value"] < 1 and record["threshold"]["images"] == 6
+        data_check = json.loads((run_dir / "data_check.json").read_text())  # the start's near-duplicate check
+        assert record["near_duplicates"] == len(data_check["near_duplicates"]) and data_check["n_val"] == 6
+        assert record["threshold"]["score"] >= record["threshold"]["score_at_0.5"]
+        assert Predictor.load(str(run_dir / "export")).threshold == record["threshold"]["value"]
         train_pranet.main(["--resume", str(run_dir), "--epoch", "2", "--no_export", "--quiet"])
     finally:
         tf.config.run_functions_eagerly(False)

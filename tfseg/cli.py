@@ -3,6 +3,7 @@ commands and the model flags of the inference ones, logging, and `run`, which en
 on Ctrl-C. Imports no TensorFlow: the commands import it inside `main`, so that `--help` is quick and Ctrl-C
 during start-up is handled too."""
 
+import argparse
 import dataclasses
 import logging
 import sys
@@ -89,8 +90,49 @@ def add_model_flags(parser):
     add_runtime_flag(parser)
     add_flag(parser, "backbone", help="backbone of a PraNet .weights.h5 --model")
     add_flag(parser, "input_size", "--inputsize", type=int, help="model input size (default: the training size)")
-    add_flag(parser, "threshold", type=float, default=0.5, help="probability threshold of the binary mask")
+    add_threshold_flag(parser, "probability threshold of the binary mask")
     add_flag(parser, "tta", action="store_true", help="average with the horizontally flipped image's prediction")
+
+
+DEFAULT_THRESHOLD = 0.5
+
+
+def add_threshold_flag(parser, what):
+    add_flag(
+        parser,
+        "threshold",
+        type=threshold_flag,
+        help=f"{what}: a number in (0, 1), or 'auto' for the one chosen on the validation images at training "
+        f"(stored in the model's tfseg.json); default {DEFAULT_THRESHOLD}",
+    )
+
+
+def threshold_flag(text):
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1) or 'auto', got {text!r}")
+    return value
+
+
+def resolve_threshold(threshold, predictor=None):
+    """(value, where it came from) of a --threshold flag; 'auto' needs a model whose training chose one."""
+    if threshold is None:
+        return DEFAULT_THRESHOLD, "default"
+    if threshold != "auto":
+        return threshold, "--threshold"
+    if predictor is None:
+        raise ValueError("--threshold auto needs --model (prediction maps carry no threshold)")
+    if predictor.threshold is None:
+        raise ValueError(
+            f"--threshold auto: {predictor.source} has no threshold chosen on validation images (its tfseg.json "
+            "has no training record: exported before tfseg kept one, or trained elsewhere); give a number"
+        )
+    return predictor.threshold, "auto: chosen on the validation images at training (tfseg.json)"
 
 
 def add_runtime_flag(parser):
@@ -103,10 +145,15 @@ def add_runtime_flag(parser):
 
 
 def load_predictor(args):
-    """The Predictor that `add_model_flags`' flags describe (imports TensorFlow)."""
+    """The Predictor that `add_model_flags`' flags describe (imports TensorFlow); resolves `args.threshold`
+    ('auto', the default) to a number."""
     from tfseg.inference import Predictor
 
-    return Predictor.load(args.model, args.input_size, args.backbone, args.runtime, args.tta)
+    predictor = Predictor.load(args.model, args.input_size, args.backbone, args.runtime, args.tta)
+    args.threshold, source = resolve_threshold(args.threshold, predictor)
+    if source.startswith("auto"):
+        logging.info("Threshold %g, chosen on the validation images at training", args.threshold)
+    return predictor
 
 
 def add_training_flags(parser, defaults, data_help):
@@ -159,6 +206,13 @@ def add_training_flags(parser, defaults, data_help):
         help="folder the best model is exported to (default: <run folder>/export)",
     )
     add_flag(parser, "no_export", action="store_true", help="skip the export at the end")
+    add_flag(
+        parser,
+        "allow_near_duplicates",
+        action="store_true",
+        help="do not warn when validation images near-duplicate training images (the run's data_check.json "
+        "still lists them)",
+    )
     add_flag(
         parser,
         "resume",

@@ -170,12 +170,14 @@ def check_export_folder(folder):
     return [entry for entry in entries if entry not in ours]
 
 
-def export_model(model, folder, formats=("keras", "savedmodel"), input_size=None, tolerance=1e-3):
+def export_model(model, folder, formats=("keras", "savedmodel"), input_size=None, tolerance=1e-3, training=None):
     """Writes each format (model.keras, savedmodel/, model.onnx, model.tflite) with `tfseg.json` into a temporary
     sibling of `folder`, checks each against `model` (ExportMismatchError beyond `tolerance`, the max absolute
     logit difference), then swaps it in as `folder`. An earlier export there is replaced whole (files of formats
     not asked for now go with it); the user's own files in it are kept. `input_size`: the size the files are made
-    for (default: the model's, its inference spec). Returns {format: {"path", "max_abs_diff"}}."""
+    for (default: the model's, its inference spec). `training`: how the model was trained and its checkpoint
+    chosen (tfseg.training.loop.training_record), kept in tfseg.json for the evaluations' protocol card.
+    Returns {format: {"path", "max_abs_diff"}}."""
     formats = check_formats(formats)
     folder = os.path.abspath(folder)
     kept = check_export_folder(folder)
@@ -185,6 +187,8 @@ def export_model(model, folder, formats=("keras", "savedmodel"), input_size=None
         os.makedirs(staging)
         results, metadata = _write_formats(model, staging, formats, export_spec(model, input_size), tolerance, folder)
         _copy_entries(folder, staging, kept)  # copies: the previous folder stays whole until the swap
+        if training:
+            metadata["training"] = training
         write_metadata(staging, metadata)
         files.replace_folder(staging, folder)
     except BaseException:

@@ -139,6 +139,11 @@ def replace_folder(new, old):
     remove(aside)
 
 
+def short_digest(path, chars=16):
+    """The first `chars` hex digits of a file's sha256 (16: 64 bits, no accidental match in any dataset)."""
+    return fingerprint(path).removeprefix("sha256:")[:chars]
+
+
 def fingerprint(path, exclude=()):
     """ "sha256:<hex>" of a file's bytes, or of a folder's files (relative path and bytes, in sorted order; names in
     `exclude` left out): which model file an export's metadata belongs to."""

@@ -50,7 +50,8 @@ def export(args):
     model = load_keras_model(source, args.backbone)
     # the size: asked for (H [W]), else the one the model was exported at, else its own (inference spec)
     input_size = (args.input_size * 2)[:2] if args.input_size else (stored or {}).get("input_size")
-    results = export_model(model, args.output, formats, input_size, args.tolerance)
+    training = (stored or {}).get("training")  # how it was trained and chosen: the protocol card reads it
+    results = export_model(model, args.output, formats, input_size, args.tolerance, training)
     print(f"\n{'format':<11} {'max |logit diff| vs Keras':>26}  path")
     for name, result in results.items():
         print(f"{name:<11} {result['max_abs_diff']:>26.2e}  {result['path']}")

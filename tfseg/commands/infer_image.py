@@ -26,7 +26,8 @@ def parse_args(argv=None):
 def segment(args):
     from tfseg.inference import predict_images  # TensorFlow after the flags are parsed
 
-    summary = predict_images(cli.load_predictor(args), args.image, args.output, args.threshold, progress=not args.quiet)
+    predictor = cli.load_predictor(args)  # resolves --threshold auto
+    summary = predict_images(predictor, args.image, args.output, args.threshold, progress=not args.quiet)
     print(
         f"{len(summary['written'])} image(s) segmented with {summary['runtime']}: {summary['files_written']} "
         f"file(s) written into {summary['output']}"

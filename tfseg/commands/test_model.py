@@ -14,16 +14,19 @@ def parse_args(argv=None):
     add(
         source,
         "model",
+        nargs="+",
         help="an export folder (--runtime picks its file), a SavedModel folder, a .keras, .onnx or "
-        ".tflite file, or a PraNet .weights.h5 file (with --backbone)",
+        ".tflite file, or a PraNet .weights.h5 file (with --backbone); several: compared, the first as reference",
     )
     add(
         source,
         "pred_dir",
+        nargs="+",
         help="folder of prediction maps (any model; 8/16-bit grey, or float probabilities in "
         "[0, 1], e.g. float32 TIFF) named like the images or masks; with several datasets, "
-        "one sub-folder per dataset",
+        "one sub-folder per dataset; several folders: compared, the first as reference",
     )
+    add(p, "names", nargs="+", help="labels of the compared methods (default: their folder or file names)")
     add(
         p,
         "data_path",
@@ -44,7 +47,7 @@ def parse_args(argv=None):
         "original weights converted by convert_weights.py)",
     )
     add(p, "task", choices=["polyp", "vessel"], help="protocol (default: the model's task, else polyp)")
-    add(p, "threshold", type=float, default=0.5, help="binarisation threshold of dice@T/iou@T and vessel metrics")
+    cli.add_threshold_flag(p, "binarisation threshold of dice@T/iou@T and of the vessel metrics")
     add(p, "input_size", "--inputsize", type=int, help="model input size (default: the training size)")
     add(p, "save_maps", metavar="DIR", help="write the uint8 prediction maps, one PNG per image named like the mask")
     add(p, "output", help="results folder (default: beside the model or the prediction folder, '<name>_eval')")
@@ -63,47 +66,110 @@ def parse_args(argv=None):
     )
     add(p, "workers", type=int, help="scoring processes (default: one per CPU core)")
     add(p, "no_plots", action="store_true", help="skip the PNG plots")
+    add(
+        p,
+        "bootstrap",
+        type=int,
+        default=1000,
+        help="bootstrap resamples of the images for the 95%% confidence intervals (0: none)",
+    )
+    add(p, "seed", type=int, default=0, help="seed of the bootstrap")
     add(p, "quiet", action="store_true", help="no progress bar")
     cli.add_verbose_flag(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.names and len(args.names) != len(args.model or args.pred_dir):
+        p.error(f"--names gives {len(args.names)} names for {len(args.model or args.pred_dir)} methods")
+    return args
 
 
 def evaluate_model(args):
+    sources = args.model or args.pred_dir
+    if len(sources) > 1:
+        compare_methods(args, sources)
+        return
     from tfseg.evaluation import evaluate  # after the flags: Ctrl-C while importing is handled by cli.run
+    from tfseg.evaluation.protocol import card_lines
     from tfseg.evaluation.report import results_markdown
 
-    source = Path(args.model or args.pred_dir)
+    source = Path(sources[0])
     name = source.name.removesuffix(".weights.h5") if source.name.endswith(".weights.h5") else source.stem
     output = args.output or str(source.parent / f"{name}_eval")
     predictor, task = None, args.task or "polyp"
     if args.model:
         from tfseg.inference import Predictor  # TensorFlow only when a model is evaluated
 
-        predictor = Predictor.load(args.model, input_size=args.input_size, backbone=args.backbone, runtime=args.runtime)
+        predictor = Predictor.load(sources[0], input_size=args.input_size, backbone=args.backbone, runtime=args.runtime)
         task = args.task or predictor.task
+    threshold, threshold_source = cli.resolve_threshold(args.threshold, predictor)
     result = evaluate(
         args.data_path,
         output,
         task=task,
         predictor=predictor,
-        pred_dir=args.pred_dir,
-        threshold=args.threshold,
-        save_maps=args.save_maps,
-        observer=args.observer,
-        split_file=args.split_file,
-        estimate_fov=args.estimate_fov,
-        workers=args.workers,
-        plots=not args.no_plots,
-        progress=not args.quiet,
-        allow_size_mismatch=args.allow_size_mismatch,
+        pred_dir=None if args.model else sources[0],
+        threshold=threshold,
+        threshold_source=threshold_source,
+        **scoring_options(args),
     )
-    print(results_markdown(result["results"], task, args.threshold))
+    print(results_markdown(result["results"], task, threshold, result["protocol"]))
+    print("\n" + "\n".join(card_lines(result["protocol"])))
     print(
         f"\nResults in {output}: results.json, results.csv, per_image.csv"
         + ("" if args.no_plots else ", dice_vs_threshold.png, cases_<dataset>.png")
     )
     if args.save_maps:
         print(f"Prediction maps in {args.save_maps}")
+
+
+def scoring_options(args):
+    """The flags that `evaluate` and `compare` share."""
+    return {
+        "save_maps": args.save_maps,
+        "observer": args.observer,
+        "split_file": args.split_file,
+        "estimate_fov": args.estimate_fov,
+        "workers": args.workers,
+        "plots": not args.no_plots,
+        "progress": not args.quiet,
+        "allow_size_mismatch": args.allow_size_mismatch,
+        "bootstrap": args.bootstrap,
+        "seed": args.seed,
+    }
+
+
+def compare_methods(args, sources):
+    """Several --model or --pred_dir: each evaluated into <output>/<name>/, then compared on the same images."""
+    from tfseg.evaluation.compare import compare, comparison_markdown, default_names
+
+    methods = dict(zip(args.names or default_names(sources), sources))
+    output = args.output or str(Path(sources[0]).parent / "comparison")
+    if args.model:
+        from tfseg.inference import Predictor  # TensorFlow only when models are evaluated
+
+        methods = {
+            name: Predictor.load(model, input_size=args.input_size, backbone=args.backbone, runtime=args.runtime)
+            for name, model in methods.items()
+        }
+    thresholds = {cli.resolve_threshold(args.threshold, source if args.model else None) for source in methods.values()}
+    if len(thresholds) > 1:
+        chosen = ", ".join(f"{value:g}" for value, _ in sorted(thresholds))
+        raise ValueError(f"--threshold auto: the models chose different thresholds ({chosen}); give one number")
+    threshold, threshold_source = thresholds.pop()
+    result = compare(
+        args.data_path,
+        output,
+        methods,
+        task=args.task,
+        threshold=threshold,
+        threshold_source=threshold_source,
+        **scoring_options(args),
+    )
+    print(comparison_markdown(result["comparison"]))
+    print(
+        f"\nComparison in {output}: comparison.json, comparison.csv"
+        + ("" if args.no_plots else ", comparison_<dataset>.png")
+        + "; each method's evaluation in <name>/"
+    )
 
 
 main = cli.command(parse_args, evaluate_model)

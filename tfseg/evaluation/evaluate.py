@@ -27,7 +27,8 @@ from tfseg.data.sources import (
     raise_listing,
     split_by_file,
 )
-from tfseg.evaluation import polyp, report, vessel
+from tfseg.evaluation import analysis, polyp, report, statistics, vessel
+from tfseg.evaluation.protocol import protocol_card
 from tfseg.files import refuse_overwrite
 
 PROTOCOLS = {"polyp": polyp, "vessel": vessel}
@@ -54,6 +55,9 @@ def evaluate(
     plots=True,
     progress=True,
     allow_size_mismatch=False,
+    bootstrap=1000,
+    seed=0,
+    threshold_source="as given",
 ):
     """Scores every dataset under `data_path` and writes results.json, results.csv, per_image.csv and then the
     plots to `output`, by the protocol `task` ("polyp" | "vessel"; default the predictor's task, and the polyp
@@ -70,7 +74,12 @@ def evaluate(
     damaged image (read by the case plots only) is a note too. OverwriteError (a ValueError) refuses an output
     file that is an input, or an output folder that is an input folder.
 
-    Returns {"results": {dataset: metrics}, "output": output, "notes": [what the run had to handle]}.
+    `bootstrap` resamples (0: none) give each dataset `ci95`, {metric (results.csv column): [lo, hi]}: 95%
+    percentile-bootstrap intervals over the images, seeded by `seed` (tfseg.evaluation.statistics); in
+    results.json, not results.csv.
+
+    Returns {"results": {dataset: metrics}, "ci95": {dataset: intervals}, "scores": {dataset: {image (mask file
+    name): its per-image scores}}, "output": output, "notes": [what the run had to handle]}.
     """
     task = task or (predictor.task if predictor is not None else "polyp")  # a model knows its own protocol
     _check_arguments(task, predictor, pred_dir, save_maps)
@@ -79,7 +88,7 @@ def evaluate(
         datasets = [(name, split_by_file(pairs, split_file)[1]) for name, pairs in datasets]
     several = len(datasets) > 1
     predictions = (
-        {name: match_predictions(pairs, _prediction_folder(pred_dir, name, several), name) for name, pairs in datasets}
+        {name: match_predictions(pairs, prediction_folder(pred_dir, name, several), name) for name, pairs in datasets}
         if pred_dir is not None
         else {}
     )
@@ -91,7 +100,7 @@ def evaluate(
     for note in notes:
         log.warning(note)
     protocol = PROTOCOLS[task]
-    results, rows, curves, cases, scoring_notes = {}, [], {}, {}, []
+    results, intervals, scored, rows, curves, cases, scoring_notes = {}, {}, {}, [], {}, {}, []
     with _executor(workers, sum(len(pairs) for _, pairs in datasets)) as pool:
         for name, pairs in datasets:
             scores = _score_dataset(
@@ -107,6 +116,12 @@ def evaluate(
                 progress,
             )
             results[name] = {**protocol.summarize(scores, threshold), "n_images": len(scores)}
+            results[name]["analysis"] = _analysis(task, scores, threshold, predictor is not None)
+            if bootstrap:
+                intervals[name] = statistics.confidence_intervals(scores, protocol, threshold, bootstrap, seed)
+            scored[name] = {
+                os.path.basename(pair.mask): _without_thumbnail(score) for pair, score in zip(pairs, scores)
+            }
             scoring_notes += _notes(name, pairs, scores, task)
             rows += [
                 {
@@ -121,13 +136,47 @@ def evaluate(
             cases[name] = _pick_cases(pairs, scores, task, threshold)
     for note in scoring_notes:
         log.warning(note)
-    report.write_results(results, output)
+    card = protocol_card(
+        task, datasets, threshold, threshold_source, predictor, pred_dir, _fov_source(task, datasets, estimate_fov)
+    )
+    report.write_results(results, output, card, intervals)
     report.write_per_image(rows, output)
     if plots:
         report.plot_curves(curves, os.path.join(output, report.CURVES_PNG))
+        if task == "polyp":
+            report.plot_size_bins(results, os.path.join(output, report.SIZE_BINS_PNG))
         for name, chosen in cases.items():
             _plot_cases(name, chosen, task, _cases_png(output, name))
-    return {"results": results, "output": output, "notes": notes + scoring_notes}
+    return {
+        "results": results,
+        "ci95": intervals,
+        "scores": scored,
+        "protocol": card,
+        "output": output,
+        "notes": notes + scoring_notes,
+    }
+
+
+def _fov_source(task, datasets, estimate_fov):
+    """How the vessel protocol found each image's field of view (the protocol card's "fov")."""
+    if task != "vessel":
+        return None
+    with_fov = sum(1 for _, pairs in datasets for pair in pairs if pair.fov)
+    total = sum(len(pairs) for _, pairs in datasets)
+    if estimate_fov:
+        return f"the dataset's FOV masks ({with_fov} of {total} images), the others estimated from the image"
+    if with_fov == total:
+        return "the dataset's FOV masks"
+    return f"FOV masks for {with_fov} of {total} images: FOV metrics only for datasets where every image has one"
+
+
+def _analysis(task, scores, threshold, raw):
+    """The error analysis of one dataset (tfseg.evaluation.analysis); `raw`: the model's own probabilities are
+    at hand (else the prediction maps stand in for them)."""
+    if task == "vessel":
+        return analysis.vessel_summary(scores)
+    source = "the model's raw probabilities" if raw else "the prediction maps as stored (map / 255)"
+    return analysis.polyp_summary(scores, threshold, source)
 
 
 def _check_arguments(task, predictor, pred_dir, save_maps):
@@ -155,7 +204,8 @@ def _refuse_overwrites(datasets, predictions, pred_dir, output, maps_dirs, plots
     inputs += [str(path) for files in predictions.values() for path in files.values()]
     outputs = [os.path.join(output, name) for name in (report.RESULTS_JSON, report.RESULTS_CSV, report.PER_IMAGE_CSV)]
     if plots:
-        outputs += [os.path.join(output, report.CURVES_PNG)] + [_cases_png(output, name) for name, _ in datasets]
+        outputs += [os.path.join(output, name) for name in (report.CURVES_PNG, report.SIZE_BINS_PNG)]
+        outputs += [_cases_png(output, name) for name, _ in datasets]
     outputs += [_map_path(maps_dirs[name], pair) for name, pairs in datasets if maps_dirs[name] for pair in pairs]
     refuse_overwrite(outputs, inputs)
     input_folders = {os.path.dirname(path) for path in inputs} | ({os.fspath(pred_dir)} if pred_dir else set())
@@ -219,7 +269,9 @@ def _described(problems):
     return [f"{path} ({reason})" for path, reason in problems.items()]
 
 
-def _prediction_folder(pred_dir, name, several):
+def prediction_folder(pred_dir, name, several):
+    """Where the predictions of dataset `name` are: `pred_dir/name` when that folder exists (required when there
+    are `several` datasets), else `pred_dir`."""
     folder = Path(pred_dir) / name
     if folder.is_dir():
         return folder
@@ -234,7 +286,7 @@ def match_predictions(pairs, folder, dataset):
     files = files_by_key(folder)
     matched, missing = {}, []
     for pair in pairs:
-        key = next((k for k in (pair.stem, Path(pair.mask).stem) if k in files), None)
+        key = prediction_key(pair, files)
         if key is None:
             missing.append(os.path.basename(pair.mask))
         else:
@@ -246,6 +298,11 @@ def match_predictions(pairs, folder, dataset):
         [(missing, "mask(s) without a prediction"), (extra, "prediction(s) without a mask")],
     )
     return matched
+
+
+def prediction_key(pair, files):
+    """The key of `files` (`files_by_key`) of a pair's prediction, named like its image or its mask; None."""
+    return next((key for key in (pair.stem, Path(pair.mask).stem) if key in files), None)
 
 
 class _InlineExecutor(concurrent.futures.Executor):
@@ -285,35 +342,44 @@ def _score_dataset(pool, name, pairs, task, threshold, predictor, prediction_fil
     with tqdm(total=len(pairs), desc=name, unit="image", disable=not progress, leave=False) as bar:
         futures = []
         for pair in pairs:
+            raw = None
             if predictor is None:
                 prediction = str(prediction_files[pair.stem])
             else:
-                prediction = _predict(predictor, pair, task)
+                prediction, raw = _predict(predictor, pair, task, threshold)
                 if maps_dir:
                     write_png(_map_path(maps_dir, pair), _as_uint8(prediction))
             fov = pair.fov or (ESTIMATED_FOV if estimate_fov and task == "vessel" else None)
-            future = pool.submit(score_file, task, threshold, prediction, pair.mask, fov, pair.image)
+            future = pool.submit(score_file, task, threshold, prediction, pair.mask, fov, pair.image, raw)
             future.add_done_callback(lambda _: bar.update())
             futures.append(future)
         return [future.result() for future in futures]
 
 
-def _predict(predictor, pair, task):
-    """The map the protocol scores, at the mask's size: the polyp protocol's uint8 map, or vessel probabilities."""
-    probability = predictor.predict(read_rgb(pair.image), size=image_size(pair.mask))
-    return polyp.prediction_map(probability) if task == "polyp" else np.asarray(probability, np.float32)
+def _predict(predictor, pair, task, threshold):
+    """(the map the protocol scores at the mask's size, the raw probabilities' maximum and area above
+    `threshold`): the polyp protocol's uint8 map (min-max normalised), or vessel probabilities."""
+    probability = np.asarray(predictor.predict(read_rgb(pair.image), size=image_size(pair.mask)), np.float32)
+    raw = (float(probability.max()), float(np.count_nonzero(probability > threshold) / probability.size))
+    return (polyp.prediction_map(probability) if task == "polyp" else probability), raw
+
+
+def _without_thumbnail(score):
+    return {key: value for key, value in score.items() if key != "thumbnail"}
 
 
 def _as_uint8(prediction):
     return prediction if prediction.dtype == np.uint8 else np.rint(np.clip(prediction, 0, 1) * 255).astype(np.uint8)
 
 
-def score_file(task, threshold, prediction, mask_path, fov_path=None, image_path=None):
+def score_file(task, threshold, prediction, mask_path, fov_path=None, image_path=None, raw=None):
     """One image's protocol scores (see polyp.score_image / vessel.score_image) plus `empty_gt`, `resized_from`
-    (the prediction's size when it differed from the mask's and was resized bilinearly) and a `thumbnail`.
+    (the prediction's size when it differed from the mask's and was resized bilinearly), a `thumbnail` and the
+    error analysis' values (tfseg.evaluation.analysis).
     `prediction` is a file (`imageio.read_prediction`: uint8 grey, or float probabilities) or an array: a uint8
     map, or float probabilities in [0, 1] (vessel; polyp scores them as the map p * 255, unrounded).
-    `fov_path`: a FOV mask file, or ESTIMATED_FOV to estimate it from `image_path`."""
+    `fov_path`: a FOV mask file, or ESTIMATED_FOV to estimate it from `image_path`. `raw`: (maximum, area above
+    `threshold`) of the model's raw probabilities, for an empty ground truth (default: of `prediction` itself)."""
     gt = read_mask(mask_path)
     if isinstance(prediction, str):
         prediction = read_prediction(prediction)
@@ -321,12 +387,16 @@ def score_file(task, threshold, prediction, mask_path, fov_path=None, image_path
     if prediction.shape != gt.shape:
         resized_from = prediction.shape
         prediction = cv2.resize(prediction, gt.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    probability = prediction / np.float32(255) if prediction.dtype == np.uint8 else prediction
     if task == "polyp":
-        score = polyp.score_image(prediction, gt, threshold)
+        score = {**polyp.score_image(prediction, gt, threshold), **analysis.polyp_image(gt, probability, threshold)}
+        if raw is not None and "empty_gt_max" in score:
+            score["empty_gt_max"], score["empty_gt_area"] = raw
     else:
-        probability = prediction / np.float32(255) if prediction.dtype == np.uint8 else prediction
         fov = estimate_fov(read_rgb(image_path)) if fov_path == ESTIMATED_FOV else _read_fov(fov_path, gt.shape)
         score = vessel.score_image(probability, gt, fov, threshold)
+        regions = {"whole": np.ones_like(gt), **({"fov": fov} if fov is not None else {})}
+        score["structure"] = analysis.vessel_image(probability > threshold, gt, regions)
     return {
         **score,
         "empty_gt": not gt.any(),

@@ -97,6 +97,11 @@ def summarize(scores, threshold=0.5):
     return {key: float(value) for key, value in results.items()}
 
 
+def bootstrap_scores(scores):
+    """The per-image scores the bootstrap resamples: these, unchanged (every dataset value is a mean of them)."""
+    return scores
+
+
 def image_row(score, threshold=0.5):
     """One image's line of per_image.csv: the dataset metrics computed on this image alone."""
     return summarize([score], threshold)

@@ -14,6 +14,9 @@ from tfseg.files import atomic_path, write_json, write_text
 
 RESULTS_JSON, RESULTS_CSV, PER_IMAGE_CSV = "results.json", "results.csv", "per_image.csv"
 CURVES_PNG = "dice_vs_threshold.png"
+SIZE_BINS_PNG = "dice_by_size.png"  # polyp
+JSON_ONLY = ("analysis",)  # nested results kept out of results.csv
+NOT_COMPARABLE = "(NOT COMPARABLE: see the protocol)"
 
 
 def flatten(summary, prefix=""):
@@ -33,31 +36,39 @@ def _format(value, digits=3):
     return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def markdown_table(results, columns, title=None, prefix=""):
+def markdown_table(results, columns, title=None, prefix="", protocol=None):
     """One row per dataset: `| Dataset | n | column ... |`, 3 decimals as in the papers; values are read from
-    the flattened results under `prefix + column`."""
+    the flattened results under `prefix + column`. A dataset the protocol card marks not comparable (the model's
+    checkpoint chosen or trained on it) is named with NOT_COMPARABLE."""
     lines = [f"**{title}**", ""] if title else []
     lines += ["| Dataset | n | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
     for name, summary in results.items():
         flat = flatten(summary)
         lines.append(
-            f"| {name} | {summary['n_images']} | " + " | ".join(_format(flat.get(prefix + c)) for c in columns) + " |"
+            f"| {_row_name(name, protocol)} | {summary['n_images']} | "
+            + " | ".join(_format(flat.get(prefix + c)) for c in columns)
+            + " |"
         )
     return "\n".join(lines)
 
 
-def results_markdown(results, task, threshold=0.5):
+def _row_name(name, protocol):
+    comparable = ((protocol or {}).get("datasets", {}).get(name) or {}).get("comparable")
+    return f"{name} {NOT_COMPARABLE}" if comparable is False else name
+
+
+def results_markdown(results, task, threshold=0.5, protocol=None):
     """The terminal report: polyp, one table; vessel, pooled and per-image tables, whole image and FOV."""
     if task == "polyp":
-        return markdown_table(results, polyp.metric_names(threshold))
+        return markdown_table(results, polyp.metric_names(threshold), protocol=protocol)
     tables = [
-        markdown_table(results, vessel.METRICS, "Vessels, pooled over all pixels (whole image)"),
-        markdown_table(results, vessel.METRICS, "Mean over images (whole image)", "per_image_"),
+        markdown_table(results, vessel.METRICS, "Vessels, pooled over all pixels (whole image)", "", protocol),
+        markdown_table(results, vessel.METRICS, "Mean over images (whole image)", "per_image_", protocol),
     ]
     if any("fov" in summary for summary in results.values()):
         tables += [
-            markdown_table(results, vessel.METRICS, "Pooled inside the FOV", "fov_"),
-            markdown_table(results, vessel.METRICS, "Mean over images inside the FOV", "fov_per_image_"),
+            markdown_table(results, vessel.METRICS, "Pooled inside the FOV", "fov_", protocol),
+            markdown_table(results, vessel.METRICS, "Mean over images inside the FOV", "fov_per_image_", protocol),
         ]
     return "\n\n".join(tables)
 
@@ -70,18 +81,30 @@ def _json_safe(value):
     return value
 
 
-def write_results(results, output):
-    """results.json ({dataset: {metric: value, ..., 'n_images': n}}) and results.csv (one row per dataset)."""
-    write_json(os.path.join(output, RESULTS_JSON), _json_safe(results))
-    rows = [{"dataset": name, **flatten(summary)} for name, summary in results.items()]
-    _write_csv(os.path.join(output, RESULTS_CSV), rows)
+def write_results(results, output, protocol=None, intervals=None):
+    """results.json ({dataset: {metric: value, ..., 'n_images': n[, 'ci95': intervals[dataset]]}, "protocol": the
+    protocol card}) and results.csv (one row per dataset, without the intervals)."""
+    intervals = intervals or {}
+    with_intervals = {
+        name: {**summary, **({"ci95": intervals[name]} if name in intervals else {})}
+        for name, summary in results.items()
+    }
+    write_json(
+        os.path.join(output, RESULTS_JSON),
+        _json_safe({**with_intervals, **({"protocol": protocol} if protocol else {})}),
+    )
+    rows = [
+        {"dataset": name, **flatten({k: v for k, v in summary.items() if k not in JSON_ONLY})}
+        for name, summary in results.items()
+    ]
+    write_csv(os.path.join(output, RESULTS_CSV), rows)
 
 
 def write_per_image(rows, output):
-    _write_csv(os.path.join(output, PER_IMAGE_CSV), rows)
+    write_csv(os.path.join(output, PER_IMAGE_CSV), rows)
 
 
-def _write_csv(path, rows):
+def write_csv(path, rows):
     columns = list(dict.fromkeys(key for row in rows for key in row))
     text = io.StringIO()
     writer = csv.DictWriter(text, columns)
@@ -99,6 +122,23 @@ def plot_curves(curves, path, ylabel="Dice"):
     axes.set(xlabel="threshold", ylabel=ylabel, xlim=(0, 1), ylim=(0, 1), title=f"{ylabel} vs threshold")
     axes.grid(alpha=0.3)
     axes.legend(loc="lower center", fontsize=8)
+    _save(figure, path)
+
+
+def plot_size_bins(results, path):
+    """Polyp error analysis: meanDice per polyp-size bin, one group of bars per dataset (image counts above)."""
+    figure = Figure(figsize=(6, 4.5), dpi=120)
+    axes = figure.subplots()
+    width = 0.8 / max(1, len(results))
+    for index, (name, summary) in enumerate(results.items()):
+        bins = summary["analysis"]["by_size"]
+        positions = np.arange(len(bins)) + index * width
+        values = [entry["meanDice"] or 0.0 for entry in bins.values()]
+        bars = axes.bar(positions, values, width, label=name)
+        axes.bar_label(bars, [f"n={entry['images']}" for entry in bins.values()], fontsize=7)
+        axes.set_xticks(np.arange(len(bins)) + width * (len(results) - 1) / 2, list(bins))
+    axes.set(xlabel="polyp area / image area", ylabel="meanDice", ylim=(0, 1.1), title="meanDice by polyp size")
+    axes.legend(fontsize=8)
     _save(figure, path)
 
 
@@ -120,4 +160,22 @@ def plot_cases(cases, path, title):
             axes.set_title(heading, fontsize=9)
         row[0].set_ylabel(label, fontsize=8)
     figure.suptitle(title)
+    _save(figure, path)
+
+
+def plot_paired(values, path, title, ylabel):
+    """A box plot per method of one per-image metric, each image a point, its values under every method joined by
+    a faint line (the pairing the statistics use): values = {method: [value per image, same images in order]}."""
+    figure = Figure(figsize=(1.6 + 1.3 * len(values), 4.5), dpi=120)
+    axes = figure.subplots()
+    table = np.array([np.asarray(v, np.float64) for v in values.values()])  # [methods, images]
+    positions = np.arange(1, len(values) + 1)
+    jitter = np.random.default_rng(0).uniform(-0.12, 0.12, table.shape[1])  # fixed: the same picture every run
+    axes.plot(positions[:, None] + jitter, table, color="grey", alpha=0.15, linewidth=0.6)
+    for position, row in zip(positions, table):
+        axes.scatter(position + jitter, row, s=8, alpha=0.6, zorder=3)
+    axes.boxplot([row[~np.isnan(row)] for row in table], positions=positions, widths=0.5, showfliers=False)
+    axes.set_xticks(positions, list(values), rotation=20 if len(values) > 4 else 0)
+    axes.set(ylabel=ylabel, title=title, ylim=(-0.02, 1.02))
+    axes.grid(axis="y", alpha=0.3)
     _save(figure, path)

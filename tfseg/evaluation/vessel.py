@@ -1,4 +1,4 @@
-"""The retinal-vessel protocol: threshold metrics from confusion counts, ROC-AUC by scikit-learn.
+"""The retinal-vessel protocol: threshold metrics from confusion counts, ROC-AUC as scikit-learn's (from value counts).
 
 Predictions are foreground probabilities in [0, 1]; a pixel is vessel when `p > threshold` (default 0.5: the
 argmax of a two-class softmax, as in EAR-Net's code). Every metric is computed
@@ -14,7 +14,6 @@ such images are left out of its mean (and counted).
 """
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 METRICS = ("Acc", "Se", "Sp", "F1", "IoU", "MCC", "AUC")
 REGIONS = ("whole", "fov")
@@ -53,7 +52,9 @@ def value_counts(probability, ground_truth):
 
 
 def merge_value_counts(summaries):
-    """One `value_counts` summary of several."""
+    """One `value_counts` summary of several (summed directly when they share one values array, see `on_grid`)."""
+    if all(s[0] is summaries[0][0] for s in summaries):
+        return summaries[0][0], sum(s[1] for s in summaries), sum(s[2] for s in summaries)
     values, inverse = np.unique(np.concatenate([s[0] for s in summaries]), return_inverse=True)
     merged = [
         np.bincount(inverse, weights=np.concatenate([s[i] for s in summaries]), minlength=len(values)) for i in (1, 2)
@@ -61,16 +62,39 @@ def merge_value_counts(summaries):
     return values, *merged
 
 
+BOOTSTRAP_LEVELS = 65536  # probabilities binned to 1/65535 for the bootstrap (exact for 8- and 16-bit maps)
+_GRID = np.linspace(0.0, 1.0, BOOTSTRAP_LEVELS)
+
+
+def on_grid(summary):
+    """A `value_counts` summary with the probabilities binned to BOOTSTRAP_LEVELS levels, over one shared values
+    array, so that `merge_value_counts` of many is a sum: a model's float probabilities have ~10^5 distinct values
+    per image, and merging them exactly for each of 1000 resamples took minutes."""
+    values, positives, negatives = summary
+    index = np.rint(np.asarray(values, np.float64) * (BOOTSTRAP_LEVELS - 1)).astype(np.int64)
+    counts = [np.bincount(index, weights=c, minlength=BOOTSTRAP_LEVELS) for c in (positives, negatives)]
+    return _GRID, *counts
+
+
+def bootstrap_scores(scores):
+    """The per-image scores the bootstrap resamples: value summaries `on_grid` (the pooled AUC of a resample then
+    moves by ~1e-8, measured on float maps; every other value is exact)."""
+    return [
+        {**s, **{region: {**s[region], "values": on_grid(s[region]["values"])} for region in REGIONS if region in s}}
+        for s in scores
+    ]
+
+
 def auc(summary):
-    """ROC-AUC (scikit-learn) of a `value_counts` summary, weighting each distinct value by its pixel count:
-    the same number as `roc_auc_score` on the pixels themselves. NaN when one class is absent."""
+    """ROC-AUC of a `value_counts` summary: the trapezoidal area under the ROC curve through every distinct value
+    (tied pixels move together), which is scikit-learn's `roc_auc_score` on the pixels themselves, computed from
+    the counts (about 10x faster; the bootstrap recomputes it a thousand times). NaN when one class is absent."""
     values, positives, negatives = summary
     if not positives.sum() or not negatives.sum():
         return float("nan")
-    labels = np.concatenate([np.ones(len(values)), np.zeros(len(values))])
-    weights = np.concatenate([positives, negatives]).astype(np.float64)
-    keep = weights > 0
-    return float(roc_auc_score(labels[keep], np.concatenate([values, values])[keep], sample_weight=weights[keep]))
+    tpr = np.concatenate([[0.0], np.cumsum(positives[::-1], dtype=np.float64)]) / positives.sum()
+    fpr = np.concatenate([[0.0], np.cumsum(negatives[::-1], dtype=np.float64)]) / negatives.sum()
+    return float(np.trapezoid(tpr, fpr))
 
 
 def f1_curve(summary, thresholds):

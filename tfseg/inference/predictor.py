@@ -203,8 +203,9 @@ class Predictor:
     different threads; `model_seconds` is the time the last batch spent in the runtime alone.
     """
 
-    def __init__(self, runtime, input_size, normalization, activation, task, source=None, tta=False):
+    def __init__(self, runtime, input_size, normalization, activation, task, source=None, tta=False, metadata=None):
         self.runtime, self.normalization, self.activation = runtime, normalization, activation
+        self.metadata = metadata or {}  # the export's tfseg.json: spec, files, how it was trained ("training")
         self.input_size = None if input_size is None else size_pair(input_size)
         if runtime.input_size is not None and self.input_size != runtime.input_size:
             raise ValueError(
@@ -228,7 +229,7 @@ class Predictor:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"Model not found: {path}")
-        metadata = read_metadata(path)
+        metadata = export_metadata = read_metadata(path)
         if path.is_dir() and not (path / "saved_model.pb").is_file():
             path = pick_export(path, metadata, runtime)
             metadata = read_metadata(path)  # a SavedModel's own
@@ -236,7 +237,21 @@ class Predictor:
         model_runtime, metadata = load_runtime(path, backbone, metadata)
         spec = spec_of(metadata, path)
         input_size = input_size or model_runtime.input_size or spec["input_size"]
-        return cls(model_runtime, input_size, spec["normalization"], spec["activation"], spec["task"], str(path), tta)
+        return cls(
+            model_runtime,
+            input_size,
+            spec["normalization"],
+            spec["activation"],
+            spec["task"],
+            str(path),
+            tta,
+            {**(metadata or {}), **(export_metadata or {})},
+        )
+
+    @property
+    def threshold(self):
+        """The threshold chosen on validation at training (tfseg.json), or None."""
+        return (self.metadata.get("training") or {}).get("threshold", {}).get("value")
 
     def prepare(self, images):
         """uint8 RGB batch (B, H, W, 3) -> the model's input batch (numpy)."""

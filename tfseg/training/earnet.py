@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from tfseg import files
 from tfseg.data import layouts, sources, vessels
+from tfseg.data.duplicates import THRESHOLDS, check_near_duplicates
 from tfseg.data.imageio import read_mask, write_png
 from tfseg.evaluation import vessel as vessel_metrics
 from tfseg.export import check_export_folder
@@ -32,6 +33,7 @@ from tfseg.training.loop import (
     export_best,
     open_run,
     run_training,
+    training_record,
 )
 from tfseg.training.strategy import is_chief, make_strategy, task_id
 
@@ -155,6 +157,11 @@ class EARNetTrainer(SegmentationTrainer):
     def probabilities(self, images):
         return tf.nn.softmax(self._predict(images))[..., 1].numpy()
 
+    def validation_maps(self, dataset):
+        """The multi-scale vessel probability and the vessel mask (label 1) of each full validation image."""
+        for images, labels in dataset:
+            yield self.probabilities(images)[0], labels.numpy()[0] == 1
+
     def validate(self, dataset):
         """Pooled Acc, Se, Sp, F1 and AUC of the multi-scale prediction on the full validation images."""
         scores = [
@@ -203,10 +210,20 @@ def resume_config(run_dir, **overrides):
 
 
 def train_stage(
-    config, strategy, stage, run_dir, train, val, stage1_weights=None, error_maps=None, resume=False, progress=True
+    config,
+    strategy,
+    stage,
+    run_dir,
+    train,
+    val,
+    stage1_weights=None,
+    error_maps=None,
+    resume=False,
+    progress=True,
+    data_check=None,
 ):
     """One stage in `run_dir` (continued from its last checkpoint when `resume` and it has begun): returns
-    run_training's result plus the trainer."""
+    run_training's result plus the trainer. `data_check`: the start's near-duplicate record, kept in the folder."""
     resume = run_dir if resume and os.path.isfile(os.path.join(run_dir, "args.json")) else None
     run = open_run(config, strategy, resume, run_dir)
     keras.utils.set_random_seed(config.seed)
@@ -215,10 +232,10 @@ def train_stage(
     total_steps = epochs * epoch_steps(len(train), config)
     trainer = EARNetTrainer(stage_config, strategy, stage, total_steps, stage1_weights, error_maps)
     val_data = vessels.make_vessel_dataset(val, trainer.model.normalization, 1, None, training=False)
-    result = run_training(trainer, run, train, val_data, len(val), resume, progress)
+    result = run_training(trainer, run, train, val_data, len(val), resume, progress, data_check)
     if os.path.isfile(run.best_weights):
         trainer.model.load_weights(run.best_weights)  # the stage's best on validation, for what follows
-    return {**result, "trainer": trainer, "run": run}
+    return {**result, "trainer": trainer, "run": run, "train": train, "val": val, "val_data": val_data}
 
 
 def train_earnet(config, stages=(1, 2), progress=True, resume=False):
@@ -240,12 +257,22 @@ def _train_stages(config, strategy, root, stages, progress, resume):
     stage1_weights = stage1_best if resume and os.path.isfile(stage1_best) else config.init_weights
     train, val, test = split_pairs(config)
     sources.check_pairs(train + val)
+    # the test images too: held out as well
+    data_check = check_near_duplicates(train, val + test, config.allow_near_duplicates, THRESHOLDS["vessel"])
     if is_chief(strategy) and config.export and config.export_dir:
         check_export_folder(config.export_dir)  # now, not after the training
     results = {"test": test}
     if 1 in stages:
         first = train_stage(
-            config, strategy, 1, os.path.join(root, "stage1"), train, val, resume=resume, progress=progress
+            config,
+            strategy,
+            1,
+            os.path.join(root, "stage1"),
+            train,
+            val,
+            resume=resume,
+            progress=progress,
+            data_check=data_check,
         )
         stage1_weights = first["run"].best_weights
         results["stage1"] = _finish(first, config, last=2 not in stages)
@@ -271,6 +298,7 @@ def _train_stages(config, strategy, root, stages, progress, resume):
             error_paths,
             resume=resume,
             progress=progress,
+            data_check=data_check,
         )
         results["stage2"] = _finish(second, config, last=True)
     last_run = (second if 2 in stages else first)["run"]
@@ -299,5 +327,6 @@ def _finish(stage_result, config, last):
     out = {"run_dir": run.path, "best": best}
     if run.chief and config.export:
         stage_config = config if last else dataclasses.replace(config, export_dir=None)
-        out["export"] = export_best(trainer.model, run, stage_config)
+        record = training_record(trainer, run, stage_result["train"], stage_result["val"], stage_result["val_data"])
+        out["export"] = export_best(trainer.model, run, stage_config, record)
     return out

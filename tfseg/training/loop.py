@@ -8,6 +8,7 @@ distributed dataset. A family (tfseg.training.pranet, tfseg.training.earnet) giv
 
 import dataclasses
 import datetime
+import json
 import logging
 import os
 
@@ -16,6 +17,9 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from tfseg import files
+from tfseg.data.duplicates import DATA_CHECK
+from tfseg.evaluation.threshold import choose as choose_threshold
 from tfseg.export import export_model
 from tfseg.training.checkpoints import RunDirectory
 from tfseg.training.strategy import is_chief, is_multiworker, task_id
@@ -43,6 +47,7 @@ class TrainingConfig:
     run_name: str = None
     export_dir: str = None  # where the best model is exported (default: <run folder>/export)
     export: bool = True
+    allow_near_duplicates: bool = False  # val images near-duplicating training ones: INFO, not WARNING
 
     @classmethod
     def from_stored(cls, stored, **overrides):
@@ -81,6 +86,10 @@ class SegmentationTrainer:
             self.best_score = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(best_score=self.best_score, **self._checkpointed())
         self._step = tf.function(self._distributed_step)
+
+    def validation_maps(self, dataset):
+        """(foreground probability, boolean mask) of each validation image, as `validate` sees them."""
+        raise NotImplementedError
 
     def _checkpointed(self):
         return {"model": self.model, "optimizer": self.optimizer, "epoch": self.epoch}
@@ -160,21 +169,22 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.resume_path = resume_path
 
 
-def run_training(trainer, run, train_pairs, val_data, n_val, resume=None, progress=True):
+def run_training(trainer, run, train_pairs, val_data, n_val, resume=None, progress=True, data_check=None):
     """The epoch loop shared by every model: resume, train, validate (`trainer.validate` -> metrics, the best
     by `trainer.score_name`), log (CSV, TensorBoard), checkpoint. Returns {"run_dir", "best_score", "history"}.
+    `data_check`: the start's near-duplicate record (tfseg.data.duplicates), kept as `<run>/data_check.json`.
 
     A kill at any moment loses at most the current epoch: the log row and the best weights (atomic writes) come
     before the checkpoint that commits the epoch, and a resumed run drops rows beyond its checkpoint. Ctrl-C
     raises TrainingInterrupted."""
     try:
-        return _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress)
+        return _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress, data_check)
     except KeyboardInterrupt as interrupt:
         started = os.path.isfile(run.args)
         raise TrainingInterrupted(run.path if started else None) from interrupt
 
 
-def _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress):
+def _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress, data_check):
     config = trainer.config
     steps = epoch_steps(len(train_pairs), config)
     manager = run.checkpoint_manager(trainer.checkpoint)
@@ -191,6 +201,8 @@ def _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress):
         )
     if run.write_args(config):  # once data and model are ready (a failed start leaves no run folder behind),
         log.info("Settings written to %s", run.args)  # and on resume only when a setting changed
+    if data_check is not None and run.chief:
+        files.write_json(os.path.join(run.path, DATA_CHECK), data_check)
     run.truncate_log(start)
     writers = (
         {k: tf.summary.create_file_writer(os.path.join(run.tensorboard, k)) for k in ("train", "val")}
@@ -238,15 +250,58 @@ def _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress):
     return {"run_dir": run.path, "best_score": float(trainer.best_score.numpy()), "history": history}
 
 
-def export_best(trained, run, config):
+def training_record(trainer, run, train_pairs, val_pairs, val_data):
+    """tfseg.json's "training" block, read by every evaluation's protocol card: how the exported checkpoint was
+    chosen (the best epoch by `trainer.score_name` over the whole log, resumed epochs included) and on which
+    images (sha256 of each training and validation image, to flag an evaluation on them), the threshold chosen on
+    the validation images (tfseg.evaluation.threshold) and the near-duplicate check at the start (data_check.json,
+    where it ran). Call with the best weights in `trainer.model`."""
+    rows = [row for row in run.read_log() if not np.isnan(row.get(trainer.score_name, np.nan))]
+    best = max(rows, key=lambda row: row[trainer.score_name]) if rows else None
+    task = trainer.model.inference_spec()["task"]
+    data_check = os.path.join(run.path, DATA_CHECK)
+    near_duplicates = None
+    if os.path.isfile(data_check):
+        with open(data_check) as f:
+            near_duplicates = len(json.load(f).get("near_duplicates", []))
+    config = trainer.config
+    return {
+        "checkpoint": {
+            "rule": f"best {trainer.score_name} on the validation images" if best else "last epoch",
+            "epoch": best["epoch"] if best else int(trainer.epoch.numpy()),
+            "score": best[trainer.score_name] if best else None,
+            "epochs": int(trainer.epoch.numpy()),
+        },
+        "validation": {"split": _validation_split(config), **image_digests(val_pairs)},
+        "training_images": image_digests(train_pairs),
+        "threshold": choose_threshold(task, trainer.validation_maps(val_data)),
+        "near_duplicates": near_duplicates,
+        "run_dir": os.path.abspath(run.path),
+    }
+
+
+def _validation_split(config):
+    if getattr(config, "val_path", None):
+        return f"the folder {config.val_path}"
+    if getattr(config, "split_file", None):
+        return f"the ids in {config.split_file}"
+    return f"a seeded {config.val_fraction:g} of the training images (seed {config.seed})"
+
+
+def image_digests(pairs):
+    """{"images": n, "sha256": sorted short sha256 of each image file}: enough to recognise the images later."""
+    return {"images": len(pairs), "sha256": sorted(files.short_digest(pair.image) for pair in pairs)}
+
+
+def export_best(trained, run, config, record=None):
     """Copies the best weights into a float32 single-device copy of the trained model (outside any strategy and
-    mixed-precision policy) and exports it to `config.export_dir` or the run's export folder; returns {format:
-    path}."""
+    mixed-precision policy) and exports it to `config.export_dir` or the run's export folder, with `record`
+    (`training_record`) in its tfseg.json; returns {format: path}."""
     keras.mixed_precision.set_dtype_policy("float32")
     model = type(trained).from_config(trained.get_config())
     model(np.zeros((1, 64, 64, 3), "float32"), training=False)  # builds subclassed models
     model.set_weights(trained.get_weights())
     if os.path.isfile(run.best_weights):
         model.load_weights(run.best_weights)
-    exported = export_model(model, config.export_dir or run.export)
+    exported = export_model(model, config.export_dir or run.export, training=record)
     return {name: result["path"] for name, result in exported.items()}

@@ -4,16 +4,25 @@ multi-scale training (each batch at 0.75/1/1.25 of the size, one optimizer step 
 """
 
 import dataclasses
+import os
 
 import keras
 import tensorflow as tf
 
 from tfseg.data import pipeline, sources
+from tfseg.data.duplicates import check_near_duplicates
 from tfseg.export import check_export_folder
 from tfseg.losses import StructureLoss
 from tfseg.models import PraNet
 from tfseg.training.checkpoints import RunDirectory
-from tfseg.training.loop import SegmentationTrainer, TrainingConfig, export_best, open_run, run_training
+from tfseg.training.loop import (
+    SegmentationTrainer,
+    TrainingConfig,
+    export_best,
+    open_run,
+    run_training,
+    training_record,
+)
 from tfseg.training.strategy import make_strategy
 
 
@@ -104,6 +113,13 @@ class PraNetTrainer(SegmentationTrainer):
         scores = [self._val_dice(images, masks) for images, masks in dataset]
         return {"val_dice": float(tf.reduce_mean(tf.concat(scores, 0))) if scores else float("nan")}
 
+    def validation_maps(self, dataset):
+        """Sigmoid of the ra2 map and the mask of each validation image, at the training input size."""
+        for images, masks in dataset:
+            probabilities = tf.sigmoid(tf.cast(self.model(images, training=False)[-1], tf.float32))
+            for probability, mask in zip(probabilities.numpy()[..., 0], masks.numpy()[..., 0]):
+                yield probability, mask > 0.5
+
     def train_dataset(self, pairs, epoch):
         """Per-epoch dataset (seed + epoch: a resumed run sees the same order), endless so that every worker
         runs the same number of steps, each pass freshly augmented."""
@@ -135,14 +151,18 @@ def train_pranet(config, resume=None, progress=True):
     run = open_run(config, strategy, resume, config.run_folder(f"pranet_{config.backbone}"))
     keras.utils.set_random_seed(config.seed)
     train_pairs, val_pairs = load_pairs(config)
+    data_check = check_near_duplicates(train_pairs, val_pairs, config.allow_near_duplicates)
     if run.chief and config.export:
         check_export_folder(config.export_dir or run.export)  # now, not after the training
     trainer = PraNetTrainer(config, strategy)
     val_data = pipeline.make_dataset(
         val_pairs, trainer.model.normalization, config.input_size, config.batch_size, training=False
     )
-    result = run_training(trainer, run, train_pairs, val_data, len(val_pairs), resume, progress)
+    result = run_training(trainer, run, train_pairs, val_data, len(val_pairs), resume, progress, data_check)
     result["best_dice"] = result["best_score"]
     if run.chief and config.export:
-        result["export"] = export_best(trainer.model, run, config)
+        if os.path.isfile(run.best_weights):
+            trainer.model.load_weights(run.best_weights)  # the threshold is chosen with the exported weights
+        record = training_record(trainer, run, train_pairs, val_pairs, val_data)
+        result["export"] = export_best(trainer.model, run, config, record)
     return result
