@@ -174,3 +174,15 @@ def test_threshold_flag_refuses_what_is_no_threshold(text):
 
     with pytest.raises(argparse.ArgumentTypeError):
         cli.threshold_flag(text)
+
+
+def test_a_comparison_names_the_methods_that_are_not_comparable(polyps, tmp_path):
+    from tfseg.evaluation.compare import compare, comparison_markdown
+
+    images = polyps / "data" / "images"
+    chosen_here = StandInPredictor(str(polyps / "model.keras"), {"training": record_for(images, os.listdir(images))})
+    methods = {"maps": str(polyps / "preds"), "model": chosen_here}
+    result = compare(str(polyps / "data"), str(tmp_path), methods, bootstrap=50, plots=False, progress=False)
+    verdicts = result["comparison"]["datasets"]["data"]["comparable"]
+    assert verdicts["maps"]["comparable"] is None and verdicts["model"]["comparable"] is False
+    assert "NOT COMPARABLE: model: its checkpoint" in comparison_markdown(result["comparison"])

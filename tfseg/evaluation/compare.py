@@ -170,7 +170,13 @@ def _comparison(evaluations, methods, task, threshold, bootstrap, seed):
                     "n_pairs": pairs,
                     **({"p_note": note} if note else {}),
                 }
-        datasets[dataset] = {"n_images": len(images), "methods": by_method}
+        verdicts = {name: evaluation["protocol"]["datasets"][dataset] for name, evaluation in evaluations.items()}
+        datasets[dataset] = {
+            "n_images": len(images),
+            "methods": by_method,
+            # each method's protocol card: null unknown, false when chosen or trained on these images
+            "comparable": {name: {k: v.get(k) for k in ("comparable", "reason")} for name, v in verdicts.items()},
+        }
     return {
         "protocol": {
             "task": task,
@@ -263,6 +269,9 @@ def comparison_markdown(comparison):
                 _p(methods[name][metric]) for name in others
             ]
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+        for name, verdict in summary.get("comparable", {}).items():
+            if verdict["comparable"] is False:
+                lines.append(f"\nNOT COMPARABLE: {name}: {verdict['reason']}")
         tables.append("\n".join(lines))
     return "\n\n".join(tables)
 
