@@ -119,7 +119,9 @@ def main():
         f"{video['model_ms_mean']:.1f} ms/frame, end to end {video['e2e_fps']:.1f} FPS); as\n"
         f"                   python infer_video.py --model {export_dir} --video {clip} --report report.json"
     )
-    print("\n" + results_markdown(evaluation["results"], "polyp"))
+    print("\n" + results_markdown(evaluation["results"], "polyp", protocol=evaluation["protocol"]))
+    print("(the demo evaluates on its validation images, which chose the checkpoint: see the protocol card in")
+    print(f" {os.path.join(evaluation_dir, 'results.json')}; held-out test images give comparable numbers)")
 
 
 if __name__ == "__main__":

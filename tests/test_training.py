@@ -125,6 +125,7 @@ def test_cli_trains_exports_and_resumes(polyp_dir, tmp_path, caplog):
         assert record["near_duplicates"] == len(data_check["near_duplicates"]) and data_check["n_val"] == 6
         assert record["threshold"]["score"] >= record["threshold"]["score_at_0.5"]
         assert Predictor.load(str(run_dir / "export")).threshold == record["threshold"]["value"]
+        assert Predictor.load(str(run_dir / "export" / "savedmodel")).metadata["training"] == record  # alone too
         train_pranet.main(["--resume", str(run_dir), "--epoch", "2", "--no_export", "--quiet"])
     finally:
         tf.config.run_functions_eagerly(False)

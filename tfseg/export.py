@@ -189,6 +189,7 @@ def export_model(model, folder, formats=("keras", "savedmodel"), input_size=None
         _copy_entries(folder, staging, kept)  # copies: the previous folder stays whole until the swap
         if training:
             metadata["training"] = training
+            _add_to_savedmodel_metadata(staging, results, {"training": training})  # it may be deployed alone
         write_metadata(staging, metadata)
         files.replace_folder(staging, folder)
     except BaseException:
@@ -206,6 +207,14 @@ def _copy_entries(source, target, names):
             shutil.copytree(os.path.join(source, name), os.path.join(target, name), symlinks=True)
         else:
             shutil.copy2(os.path.join(source, name), os.path.join(target, name), follow_symlinks=False)
+
+
+def _add_to_savedmodel_metadata(folder, results, entries):
+    """Adds `entries` to the tfseg.json inside the SavedModel of `folder` (outside its fingerprint)."""
+    if "savedmodel" in results:
+        path = os.path.join(folder, EXPORT_FILES["savedmodel"])
+        with open(os.path.join(path, METADATA_FILE)) as f:
+            write_metadata(path, {**json.load(f), **entries})
 
 
 def _write_formats(model, folder, formats, spec, tolerance, destination):
