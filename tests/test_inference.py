@@ -366,34 +366,16 @@ def test_infer_video_refuses_to_write_over_its_input(exported, tmp_path):
     for output in (clip, tmp_path / "link.mp4"):
         with pytest.raises(SystemExit, match="^error: The output .* would overwrite the input"):
             infer_video.main(["--model", str(folder / "model.tflite"), "--video", str(clip), "--output", str(output)])
+    with_report = lambda report: [
+        *["--model", str(folder / "model.tflite"), "--video", str(clip)],
+        *["--output", str(tmp_path / "o.mp4"), "--report", str(report)],
+    ]
     with pytest.raises(SystemExit, match="^error: The report .* would overwrite the input"):
-        infer_video.main(
-            [
-                "--model",
-                str(folder / "model.tflite"),
-                "--video",
-                str(clip),
-                "--output",
-                str(tmp_path / "o.mp4"),
-                "--report",
-                str(clip),
-            ]
-        )
+        infer_video.main(with_report(clip))
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     with pytest.raises(SystemExit, match="^error: Cannot create the output folder"):  # before any frame
-        infer_video.main(
-            [
-                "--model",
-                str(folder / "model.tflite"),
-                "--video",
-                str(clip),
-                "--output",
-                str(tmp_path / "o.mp4"),
-                "--report",
-                str(blocker / "report.json"),
-            ]
-        )
+        infer_video.main(with_report(blocker / "report.json"))
     assert clip.read_bytes() == content and not (tmp_path / "o.mp4").exists()
 
 

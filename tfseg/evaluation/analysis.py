@@ -28,13 +28,16 @@ STRUCTURE_COUNTS = ("skeleton_pred", "skeleton_pred_in_gt", "skeleton_gt", "skel
 WIDTH_COUNTS = ("thin", "thin_found", "thick", "thick_found")
 
 
-def polyp_image(ground_truth, probability, threshold):
+def polyp_image(ground_truth, prediction, threshold, raw=None):
     """One image's inputs to the polyp analysis: the polyp's area fraction and, on an empty ground truth, the
-    maximum and the area above `threshold` of `probability` (raw, in [0, 1])."""
+    maximum and the area above `threshold` of the probabilities: `raw` ((maximum, area) of the model's own), else
+    of `prediction` as stored (uint8 / 255, or float in [0, 1])."""
     extras = {"foreground_fraction": float(np.count_nonzero(ground_truth) / ground_truth.size)}
     if not ground_truth.any():
-        extras["empty_gt_max"] = float(probability.max())
-        extras["empty_gt_area"] = float(np.count_nonzero(probability > threshold) / probability.size)
+        if raw is None:
+            probability = prediction / np.float32(255) if prediction.dtype == np.uint8 else prediction
+            raw = float(probability.max()), float(np.count_nonzero(probability > threshold) / probability.size)
+        extras["empty_gt_max"], extras["empty_gt_area"] = raw
     return extras
 
 

@@ -387,12 +387,10 @@ def score_file(task, threshold, prediction, mask_path, fov_path=None, image_path
     if prediction.shape != gt.shape:
         resized_from = prediction.shape
         prediction = cv2.resize(prediction, gt.shape[::-1], interpolation=cv2.INTER_LINEAR)
-    probability = prediction / np.float32(255) if prediction.dtype == np.uint8 else prediction
     if task == "polyp":
-        score = {**polyp.score_image(prediction, gt, threshold), **analysis.polyp_image(gt, probability, threshold)}
-        if raw is not None and "empty_gt_max" in score:
-            score["empty_gt_max"], score["empty_gt_area"] = raw
+        score = {**polyp.score_image(prediction, gt, threshold), **analysis.polyp_image(gt, prediction, threshold, raw)}
     else:
+        probability = prediction / np.float32(255) if prediction.dtype == np.uint8 else prediction
         fov = estimate_fov(read_rgb(image_path)) if fov_path == ESTIMATED_FOV else _read_fov(fov_path, gt.shape)
         score = vessel.score_image(probability, gt, fov, threshold)
         regions = {"whole": np.ones_like(gt), **({"fov": fov} if fov is not None else {})}
