@@ -13,6 +13,7 @@ import numpy as np
 import py_sod_metrics as sod
 import pytest
 from PIL import Image
+from py_sod_metrics.utils import prepare_data
 from sklearn import metrics
 
 import test_model
@@ -74,27 +75,33 @@ def test_all_foreground():
 
 
 def random_pairs(seed=0):
-    """(uint8 prediction, uint8 ground truth) pairs of several sizes, one with empty ground truth."""
+    """(uint8 prediction, uint8 ground truth) pairs of several sizes, one with empty and one with full ground
+    truth."""
     rng = np.random.default_rng(seed)
     pairs = []
-    for i, (h, w) in enumerate([(40, 52), (64, 48), (33, 33), (50, 70), (45, 45)]):
+    for i, (h, w) in enumerate([(40, 52), (64, 48), (33, 33), (50, 70), (45, 45), (30, 30)]):
         gt = disc(h, w, (rng.integers(10, h - 10), rng.integers(10, w - 10)), rng.integers(4, 12))
         if i == 2:
             gt[:] = False
+        if i == 5:
+            gt[:] = True
         noisy = cv2.GaussianBlur(gt.astype(np.float32), (0, 0), 2) + rng.normal(0, 0.2, gt.shape)
         pairs.append((np.clip(noisy * 255, 0, 255).astype(np.uint8), gt.astype(np.uint8) * 255))
     return pairs
 
 
-def test_agrees_with_pysodmetrics_classes():
+@pytest.mark.parametrize("kind", ["uint8", "float"])
+def test_agrees_with_pysodmetrics_classes(kind):
     dice_iou = sod.FmeasureV2(
         {"dice": sod.DICEHandler(True, False, with_binary=True), "iou": sod.IOUHandler(True, False, with_binary=True)}
     )
     em, wfm, sm, mae = sod.Emeasure(), sod.WeightedFmeasure(), sod.Smeasure(), sod.MAE()
     scores = []
     for prediction, gt in random_pairs():
+        if kind == "float":  # probabilities whose 8-bit scale falls between the levels
+            prediction = np.clip(prediction / 255 * 0.93 + 0.031, 0, 1)
         for meter in (dice_iou, em, wfm, sm, mae):
-            meter.step(prediction, gt)
+            meter.step(prediction * 255 if kind == "float" else prediction, gt)
         scores.append(polyp.score_image(prediction, gt > 128))
     curves, e = dice_iou.get_results(), em.get_results()["em"]
     expected = {
@@ -113,6 +120,32 @@ def test_agrees_with_pysodmetrics_classes():
     assert results.keys() == expected.keys()
     for key, value in expected.items():
         assert results[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+
+
+def test_weighted_fmeasure_equals_pysodmetrics():
+    """The restricted computation against pysodmetrics' full one: masks at the borders, scattered, whole, one
+    pixel, or far from most of the image, uint8 and float maps."""
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[:90, :120]
+    masks = [
+        disc(90, 120, (45, 60), 20),
+        (y < 4) | (x > 110),  # touches three borders
+        rng.random((90, 120)) < 0.05,  # scattered pixels
+        np.ones((90, 120), bool),  # no background
+        (y == 89) & (x == 0),  # one corner pixel
+    ]
+    far = np.zeros((700, 1300), bool)  # distances up to ~1400 px
+    far[5:9, 3:12] = True
+    farther = np.zeros((40, 2200), bool)  # beyond 2047 px: the float32 distances are not exact there
+    farther[10:20, :6] = True
+    for gt in [*masks, far, farther]:
+        blurred = cv2.GaussianBlur(gt.astype(np.float32), (0, 0), 3) + rng.normal(0, 0.3, gt.shape)
+        for prediction in (np.clip(blurred * 255, 0, 255).astype(np.uint8), np.clip(blurred, 0, 1) * 255):
+            pred, truth = prepare_data(prediction, gt.astype(np.uint8) * 255)
+            expected = sod.WeightedFmeasure()
+            expected.step(pred, truth, normalize=False)
+            assert polyp.weighted_fmeasure(pred, truth) == pytest.approx(expected.get_results()["wfm"], abs=1e-12)
+    assert polyp.weighted_fmeasure(np.ones((5, 5)), np.zeros((5, 5), bool)) == 0.0
 
 
 def test_prediction_map_is_pranets_min_max_uint8():

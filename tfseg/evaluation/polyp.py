@@ -17,9 +17,11 @@ as grey > 128. Per dataset (keys of results.json):
   dice@T, iou@T       Dice / IoU of `pred > T` (T = 0.5 by default: `dice@0.5`, `iou@0.5`)
 """
 
+import cv2
 import numpy as np
 import py_sod_metrics as sod
-from py_sod_metrics.utils import prepare_data
+from py_sod_metrics.utils import EPS, prepare_data
+from scipy import ndimage
 from skimage.util import img_as_ubyte
 
 CURVE_METRICS = ("dice", "iou", "em")  # per-threshold curves, 256 levels, ascending threshold
@@ -47,36 +49,105 @@ def score_image(prediction, ground_truth, threshold=0.5):
     curves `dice`, `iou`, `em` (float64 [256], index t = threshold t / 255) and the scalars `wFm`, `Sm`, `adpEm`,
     `MAE`, `dice@T`, `iou@T`.
 
-    Every value comes from pysodmetrics' own classes, stepped on this one image (their dataset results are plain
-    means of these per-image values, which `summarize` takes)."""
+    The values are pysodmetrics' for this one image (their dataset results are plain means of these per-image
+    values, which `summarize` takes): S-measure, MAE, adaptive E-measure and the Dice/IoU formulas from its own
+    classes; the 256-level counts, the E-measure curve and wFm computed as it does, faster (`level_counts`,
+    `emeasure`, `weighted_fmeasure`), and tested equal to it."""
     grey = prediction if prediction.dtype == np.uint8 else prediction.astype(np.float64) * 255  # the 8-bit scale
     pred, gt = prepare_data(grey, ground_truth.astype(np.uint8) * 255)
-    overlap = sod.FmeasureV2(
-        {
-            "dice": sod.DICEHandler(with_dynamic=True, with_adaptive=False),
-            "iou": sod.IOUHandler(with_dynamic=True, with_adaptive=False),
-        }
-    )
-    emeasure, wfm, smeasure, mae = sod.Emeasure(), sod.WeightedFmeasure(beta=1), sod.Smeasure(alpha=0.5), sod.MAE()
-    for meter in (overlap, emeasure, wfm, smeasure, mae):
+    size, foreground = gt.size, np.count_nonzero(gt)
+    tp, fp = level_counts(pred, gt)
+    levels = {"tp": tp, "fp": fp, "tn": size - foreground - fp, "fn": foreground - tp}
+    smeasure, mae = sod.Smeasure(alpha=0.5), sod.MAE()
+    for meter in (smeasure, mae):
         meter.step(pred, gt, normalize=False)
-    curves = overlap.get_results()
-    em = emeasure.get_results()["em"]
-    foreground = np.count_nonzero(gt)
-    binary = sod.FmeasureV2.get_statistics(pred > threshold, gt, FG=foreground, BG=gt.size - foreground)
+    adaptive = sod.Emeasure()
+    adaptive.gt_fg_numel, adaptive.gt_size = foreground, size  # what its `step` sets before `cal_adaptive_em`
+    binary = sod.FmeasureV2.get_statistics(pred > threshold, gt, FG=foreground, BG=size - foreground)
     dice_name, iou_name = binary_names(threshold)
     return {
-        # pysodmetrics orders its curves from `>= 255` down to `>= 0`
-        "dice": curves["dice"]["dynamic"][::-1],
-        "iou": curves["iou"]["dynamic"][::-1],
-        "em": em["curve"][::-1],
-        "wFm": float(wfm.get_results()["wfm"]),
+        "dice": sod.DICEHandler(False, False)(**levels),
+        "iou": sod.IOUHandler(False, False)(**levels),
+        "em": emeasure(tp, fp, foreground, size),
+        "wFm": weighted_fmeasure(pred, gt),
         "Sm": float(smeasure.get_results()["sm"]),
-        "adpEm": float(em["adp"]),
+        "adpEm": float(adaptive.cal_adaptive_em(pred, gt)),
         "MAE": float(mae.get_results()["mae"]),
         dice_name: float(sod.DICEHandler(False, False)(**binary)),
         iou_name: float(sod.IOUHandler(False, False)(**binary)),
     }
+
+
+def level_counts(pred, gt):
+    """Pixels of the ground truth's foreground (TP) and background (FP) predicted at each level t = 0..255, i.e.
+    `(pred * 255).astype(uint8) >= t`: the cumulative histograms of pysodmetrics' `FmeasureV2.dynamically_binarizing`
+    and `Emeasure.cal_em_with_cumsumhistogram`, counted by `np.bincount` (`np.histogram` sorts the pixels)."""
+    level = (pred * 255).astype(np.uint8)
+    at_or_above = lambda pixels: np.cumsum(np.bincount(pixels, minlength=256)[::-1])[::-1]
+    return at_or_above(level[gt]), at_or_above(level[~gt])
+
+
+def emeasure(tp, fp, foreground, size):
+    """E-measure (Fan et al., IJCAI 2018) of predictions given by their counts (arrays or scalars) of foreground
+    pixels on the ground truth (tp) and off it (fp), as pysodmetrics' `Emeasure`: the enhanced alignment
+    (1 + xi)^2 / 4, xi = 2ab / (a^2 + b^2) of the demeaned prediction a and ground truth b, summed over the four
+    (prediction, ground truth) parts and divided by N - 1; with no foreground (or no background) in the ground
+    truth, the pixels predicted background (or foreground)."""
+    predicted = tp + fp
+    if foreground == 0:
+        total = size - predicted
+    elif foreground == size:
+        total = predicted
+    else:
+        mean_pred, mean_gt = predicted / size, foreground / size
+        parts = [
+            (tp, 1 - mean_pred, 1 - mean_gt),
+            (fp, 1 - mean_pred, -mean_gt),
+            (foreground - tp, -mean_pred, 1 - mean_gt),
+            (size - predicted - (foreground - tp), -mean_pred, -mean_gt),
+        ]
+        total = sum(count * (2 * a * b / (a**2 + b**2 + EPS) + 1) ** 2 / 4 for count, a, b in parts)
+    return total / (size - 1 + EPS)
+
+
+_GAUSSIAN_7X7 = sod.WeightedFmeasure().matlab_style_gauss2D((7, 7), sigma=5)  # MATLAB's fspecial('gaussian', 7, 5)
+
+
+def weighted_fmeasure(pred, gt, beta=1.0):
+    """Weighted F-measure (Margolin et al., CVPR 2014, eqs. 3-8; beta^2 = 1) of a float map in [0, 1] against a
+    boolean mask: pysodmetrics' `WeightedFmeasure.cal_wfm` (their port of the authors' MATLAB code), same values,
+    2-3x faster on full-HD maps, because it computes each term only where the formula uses it:
+
+    - the Gaussian-smoothed error EA enters only on the ground truth (MIN_E_EA = E off it), so Et (the error, taken
+      at the nearest foreground pixel off it: scipy's feature transform, as `bwdist`) and its 7x7 convolution are
+      computed on the ground truth's bounding box grown by 3 pixels, which holds every foreground pixel (the
+      transform of the crop picks the same pixels as that of the image);
+    - the distance weight B = 2 - exp(log(0.5) / 5 * Dst) enters only off the ground truth, and needs distances,
+      not the nearest pixels: OpenCV's exact transform (DIST_MASK_PRECISE) in float32, made scipy's float64 value
+      by rounding the squared distance to its integer (exact below 2047 px, where float32 resolves it; beyond
+      about 270 px, B = 2 in float64 whatever the distance).
+    0 on an empty ground truth, as pysodmetrics."""
+    if not gt.any():
+        return 0.0
+    error = np.abs(pred - gt)
+    background = ~gt
+    rows, cols = np.nonzero(gt)
+    box = (slice(max(rows.min() - 3, 0), rows.max() + 4), slice(max(cols.min() - 3, 0), cols.max() + 4))
+    error_t = error[box].copy()
+    false_positive = 0.0
+    if background.any():
+        distance = cv2.distanceTransform(background.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        distance = np.sqrt(np.rint(np.square(distance, dtype=np.float64)))
+        false_positive = np.sum(error[background] * (2 - np.exp(np.log(0.5) / 5 * distance[background])))
+        off = background[box]
+        near_rows, near_cols = ndimage.distance_transform_edt(off, return_distances=False, return_indices=True)
+        error_t[off] = error[box][near_rows[off], near_cols[off]]
+    error_a = ndimage.convolve(error_t, _GAUSSIAN_7X7, mode="constant", cval=0)
+    weighted = np.minimum(error_a, error[box])[gt[box]]  # Ew on the ground truth (B = 1 there)
+    true_positive = np.count_nonzero(gt) - np.sum(weighted)
+    recall = 1 - np.mean(weighted)
+    precision = true_positive / (true_positive + false_positive + EPS)
+    return float((1 + beta) * recall * precision / (recall + beta * precision + EPS))
 
 
 def summarize(scores, threshold=0.5):
