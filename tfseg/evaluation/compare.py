@@ -12,7 +12,14 @@ import numpy as np
 from tfseg.data.layouts import find_datasets
 from tfseg.data.sources import files_by_key, format_names, split_by_file
 from tfseg.evaluation import report, statistics
-from tfseg.evaluation.evaluate import PROTOCOLS, RANKED_BY, evaluate, prediction_folder, prediction_key
+from tfseg.evaluation.evaluate import (
+    PROTOCOLS,
+    RANKED_BY,
+    evaluate,
+    prediction_folder,
+    prediction_key,
+    scoring_pool,
+)
 from tfseg.files import refuse_overwrite, write_json
 
 COMPARISON_JSON, COMPARISON_CSV = "comparison.json", "comparison.csv"
@@ -59,24 +66,27 @@ def compare(
     _refuse_unmatched(datasets, folders)
     refuse_overwrite([output], folders.values(), "output folder")
     evaluations = {}
-    for name, source in methods.items():
-        log.info("Scoring %s", name)
-        predictor = None if name in folders else source
-        evaluations[name] = evaluate(
-            data_path,
-            os.path.join(output, name),
-            task=task,
-            predictor=predictor,
-            pred_dir=None if predictor else source,
-            threshold=threshold,
-            save_maps=os.path.join(save_maps, name) if save_maps else None,
-            observer=observer,
-            split_file=split_file,
-            plots=plots,
-            bootstrap=bootstrap,
-            seed=seed,
-            **options,
-        )
+    n_scored = len(methods) * sum(len(pairs) for _, pairs in datasets)
+    with scoring_pool(options.pop("workers", None), n_scored) as pool:  # one pool: its start is paid once
+        for name, source in methods.items():
+            log.info("Scoring %s", name)
+            predictor = None if name in folders else source
+            evaluations[name] = evaluate(
+                data_path,
+                os.path.join(output, name),
+                task=task,
+                predictor=predictor,
+                pred_dir=None if predictor else source,
+                threshold=threshold,
+                save_maps=os.path.join(save_maps, name) if save_maps else None,
+                observer=observer,
+                split_file=split_file,
+                plots=plots,
+                bootstrap=bootstrap,
+                seed=seed,
+                pool=pool,
+                **options,
+            )
     comparison = _comparison(evaluations, methods, task, threshold, bootstrap, seed)
     write_json(os.path.join(output, COMPARISON_JSON), comparison)
     report.write_csv(os.path.join(output, COMPARISON_CSV), _csv_rows(comparison))

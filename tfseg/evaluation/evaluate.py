@@ -58,6 +58,7 @@ def evaluate(
     bootstrap=1000,
     seed=0,
     threshold_source="as given",
+    pool=None,
 ):
     """Scores every dataset under `data_path` and writes results.json, results.csv, per_image.csv and then the
     plots to `output`, by the protocol `task` ("polyp" | "vessel"; default the predictor's task, and the polyp
@@ -77,6 +78,8 @@ def evaluate(
     `bootstrap` resamples (0: none) give each dataset `ci95`, {metric (results.csv column): [lo, hi]}: 95%
     percentile-bootstrap intervals over the images, seeded by `seed` (tfseg.evaluation.statistics); in
     results.json, not results.csv.
+
+    Scoring runs in `workers` processes (default: one per core), or in `pool` (`scoring_pool`) when given.
 
     Returns {"results": {dataset: metrics}, "ci95": {dataset: intervals}, "scores": {dataset: {image (mask file
     name): its per-image scores}}, "output": output, "notes": [what the run had to handle]}.
@@ -101,7 +104,7 @@ def evaluate(
         log.warning(note)
     protocol = PROTOCOLS[task]
     results, intervals, scored, rows, curves, cases, scoring_notes = {}, {}, {}, [], {}, {}, []
-    with _executor(workers, sum(len(pairs) for _, pairs in datasets)) as pool:
+    with scoring_pool(workers, sum(len(pairs) for _, pairs in datasets), pool) as pool:
         for name, pairs in datasets:
             scores = _score_dataset(
                 pool,
@@ -318,9 +321,13 @@ class _InlineExecutor(concurrent.futures.Executor):
 
 
 @contextlib.contextmanager
-def _executor(workers, n_images):
-    """Scoring processes, or an inline executor. Workers ignore Ctrl-C, which the parent handles: on it (or any
-    error) the queued jobs are cancelled rather than run to the end."""
+def scoring_pool(workers, n_images, shared=None):
+    """`workers` scoring processes (default: one per core) for `n_images`, or an inline executor; or `shared`, a
+    pool that the caller owns (a comparison scores every method in one). Workers ignore Ctrl-C, which the parent
+    handles: on it (or any error) the queued jobs are cancelled rather than run to the end."""
+    if shared is not None:
+        yield shared
+        return
     workers = os.cpu_count() if workers is None else workers
     if workers <= 1 or n_images < 2 * workers:
         yield _InlineExecutor()
