@@ -1,10 +1,9 @@
 #!/usr/bin/env python
 """Time a comparison of methods (tfseg.evaluation.compare): synthetic polyp images at PolypGen-like sizes,
 prediction maps of several methods of different quality, every method scored by the polyp protocol, 95%
-bootstrap intervals and Wilcoxon tests, comparison.json/csv and plots. Prints the total time, the time in the
-methods' evaluations (scoring, their files and plots) and, within it, the bootstrap (each method's
-`statistics.confidence_intervals`, timed where evaluate() calls it); the rest is the comparison's tests, files
-and plots.
+bootstrap intervals and Wilcoxon tests, comparison.json/csv and plots. Prints the total time and, within it,
+the bootstrap's (each method's `statistics.confidence_intervals`); the rest is scoring (every method's images
+queued in one pool of processes), input checks, files and plots, which overlap.
 
     python benchmarks/compare_methods.py [--images 150] [--methods 3] [--resamples 1000] [--workers 2]
         [--sizes 1920x1080 1350x1080 720x576]
@@ -62,9 +61,8 @@ def main():
     p.add_argument("--sizes", nargs="+", default=["1920x1080", "1350x1080", "720x576"], help="WxH, used in turn")
     args = p.parse_args()
     sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes]
-    bootstrap_seconds, evaluate_seconds = [0.0], [0.0]
+    bootstrap_seconds = [0.0]
     statistics.confidence_intervals = timed(statistics.confidence_intervals, bootstrap_seconds)
-    compare.evaluate = timed(compare.evaluate, evaluate_seconds)
     with tempfile.TemporaryDirectory() as tmp:
         write_data(tmp, args.images, sizes, args.methods)
         methods = {f"method_{k}": os.path.join(tmp, f"method_{k}") for k in range(args.methods)}
@@ -82,8 +80,7 @@ def main():
     dice = ", ".join(f"{name} {metrics['meanDice']['mean']:.3f}" for name, metrics in summary.items())
     print(
         f"{args.methods} methods x {args.images} images ({' '.join(args.sizes)}), {args.resamples} resamples, "
-        f"{args.workers} workers: total {total:.1f} s; evaluations {evaluate_seconds[0]:.1f} s, of which bootstrap "
-        f"{bootstrap_seconds[0]:.1f} s; comparison {total - evaluate_seconds[0]:.1f} s "
+        f"{args.workers} workers: total {total:.1f} s, of which bootstrap {bootstrap_seconds[0]:.1f} s "
         f"(meanDice: {dice})"
     )
 

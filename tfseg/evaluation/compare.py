@@ -12,14 +12,7 @@ import numpy as np
 from tfseg.data.layouts import find_datasets
 from tfseg.data.sources import files_by_key, format_names, split_by_file
 from tfseg.evaluation import report, statistics
-from tfseg.evaluation.evaluate import (
-    PROTOCOLS,
-    RANKED_BY,
-    evaluate,
-    prediction_folder,
-    prediction_key,
-    scoring_pool,
-)
+from tfseg.evaluation.evaluate import PROTOCOLS, RANKED_BY, Evaluation, prediction_folder, prediction_key, scoring_pool
 from tfseg.files import refuse_overwrite, write_json
 
 COMPARISON_JSON, COMPARISON_CSV = "comparison.json", "comparison.csv"
@@ -46,7 +39,7 @@ def compare(
     **options,
 ):
     """Scores every method of `methods` ({name: prediction folder, or predictor}; the first is the reference) on
-    the images under `data_path` with `evaluate` (its results in `output/<name>/`, `save_maps` in
+    the images under `data_path` as `evaluate` does (its results in `output/<name>/`, `save_maps` in
     `save_maps/<name>/`; `options`: evaluate's other arguments), then writes `output/comparison.json`,
     `comparison.csv` and, with `plots`, `comparison_<dataset>.png` (per-image meanDice, or F1 for vessels).
 
@@ -65,13 +58,13 @@ def compare(
         datasets = [(name, split_by_file(pairs, split_file)[1]) for name, pairs in datasets]
     _refuse_unmatched(datasets, folders)
     refuse_overwrite([output], folders.values(), "output folder")
-    evaluations = {}
     n_scored = len(methods) * sum(len(pairs) for _, pairs in datasets)
     with scoring_pool(options.pop("workers", None), n_scored) as pool:  # one pool: its start is paid once
-        for name, source in methods.items():
+        evaluations = {}
+        for name, source in methods.items():  # every method queued before any is finished: the pool never waits
             log.info("Scoring %s", name)
             predictor = None if name in folders else source
-            evaluations[name] = evaluate(
+            evaluations[name] = Evaluation(
                 data_path,
                 os.path.join(output, name),
                 task=task,
@@ -84,9 +77,11 @@ def compare(
                 plots=plots,
                 bootstrap=bootstrap,
                 seed=seed,
-                pool=pool,
+                label=f"{name}: ",
                 **options,
             )
+            evaluations[name].submit(pool)
+        evaluations = {name: evaluations[name].finish() for name in methods}
     comparison = _comparison(evaluations, methods, task, threshold, bootstrap, seed)
     write_json(os.path.join(output, COMPARISON_JSON), comparison)
     report.write_csv(os.path.join(output, COMPARISON_CSV), _csv_rows(comparison))

@@ -40,26 +40,7 @@ ESTIMATED_FOV = "<estimated>"  # in place of a FOV file: estimate the FOV from t
 log = logging.getLogger(__name__)
 
 
-def evaluate(
-    data_path,
-    output,
-    task=None,
-    predictor=None,
-    pred_dir=None,
-    threshold=0.5,
-    save_maps=None,
-    observer=1,
-    split_file=None,
-    estimate_fov=False,
-    workers=None,
-    plots=True,
-    progress=True,
-    allow_size_mismatch=False,
-    bootstrap=1000,
-    seed=0,
-    threshold_source="as given",
-    pool=None,
-):
+def evaluate(data_path, output, workers=None, pool=None, **options):
     """Scores every dataset under `data_path` and writes results.json, results.csv, per_image.csv and then the
     plots to `output`, by the protocol `task` ("polyp" | "vessel"; default the predictor's task, and the polyp
     protocol for prediction maps). Give `predictor` (maps predicted here, optionally written to `save_maps`) or
@@ -80,48 +61,121 @@ def evaluate(
     results.json, not results.csv.
 
     Scoring runs in `workers` processes (default: one per core), or in `pool` (`scoring_pool`) when given.
+    `options`: `Evaluation`'s arguments (task, predictor, pred_dir, threshold, save_maps, observer, split_file,
+    estimate_fov, plots, progress, allow_size_mismatch, bootstrap, seed, threshold_source).
 
     Returns {"results": {dataset: metrics}, "ci95": {dataset: intervals}, "scores": {dataset: {image (mask file
     name): its per-image scores}}, "output": output, "notes": [what the run had to handle]}.
     """
-    task = task or (predictor.task if predictor is not None else "polyp")  # a model knows its own protocol
-    _check_arguments(task, predictor, pred_dir, save_maps)
-    datasets = find_datasets(data_path, observer)
-    if split_file:
-        datasets = [(name, split_by_file(pairs, split_file)[1]) for name, pairs in datasets]
-    several = len(datasets) > 1
-    predictions = (
-        {name: match_predictions(pairs, prediction_folder(pred_dir, name, several), name) for name, pairs in datasets}
-        if pred_dir is not None
-        else {}
-    )
-    maps_dirs = {name: os.path.join(save_maps, name) if save_maps and several else save_maps for name, _ in datasets}
-    _refuse_overwrites(datasets, predictions, pred_dir, output, maps_dirs, plots)
-    notes = _check_inputs(
-        datasets, predictions, predictor is not None or (estimate_fov and task == "vessel"), allow_size_mismatch
-    )
-    for note in notes:
-        log.warning(note)
-    protocol = PROTOCOLS[task]
-    results, intervals, scored, rows, curves, cases, scoring_notes = {}, {}, {}, [], {}, {}, []
-    with scoring_pool(workers, sum(len(pairs) for _, pairs in datasets), pool) as pool:
-        for name, pairs in datasets:
-            scores = _score_dataset(
-                pool,
-                name,
-                pairs,
-                task,
-                threshold,
-                predictor,
-                predictions.get(name),
-                maps_dirs[name],
-                estimate_fov,
-                progress,
-            )
+    evaluation = Evaluation(data_path, output, **options)
+    with scoring_pool(workers, evaluation.n_images, pool) as pool:
+        evaluation.submit(pool)
+        return evaluation.finish()
+
+
+class Evaluation:
+    """`evaluate` in three steps: the checks (here), `submit` (every image's scoring queued in a pool) and
+    `finish` (summaries, files, plots), so that a comparison queues every method's scoring before it finishes
+    any, and the pool never waits for the parent's plots. The arguments are `evaluate`'s; `label` starts the
+    progress bars' names."""
+
+    def __init__(
+        self,
+        data_path,
+        output,
+        task=None,
+        predictor=None,
+        pred_dir=None,
+        threshold=0.5,
+        save_maps=None,
+        observer=1,
+        split_file=None,
+        estimate_fov=False,
+        plots=True,
+        progress=True,
+        allow_size_mismatch=False,
+        bootstrap=1000,
+        seed=0,
+        threshold_source="as given",
+        label="",
+    ):
+        task = task or (predictor.task if predictor is not None else "polyp")  # a model knows its own protocol
+        _check_arguments(task, predictor, pred_dir, save_maps)
+        datasets = find_datasets(data_path, observer)
+        if split_file:
+            datasets = [(name, split_by_file(pairs, split_file)[1]) for name, pairs in datasets]
+        several = len(datasets) > 1
+        self.predictions = (
+            {
+                name: match_predictions(pairs, prediction_folder(pred_dir, name, several), name)
+                for name, pairs in datasets
+            }
+            if pred_dir is not None
+            else {}
+        )
+        self.maps_dirs = {
+            name: os.path.join(save_maps, name) if save_maps and several else save_maps for name, _ in datasets
+        }
+        _refuse_overwrites(datasets, self.predictions, pred_dir, output, self.maps_dirs, plots)
+        self.notes = _check_inputs(
+            datasets,
+            self.predictions,
+            predictor is not None or (estimate_fov and task == "vessel"),
+            allow_size_mismatch,
+        )
+        for note in self.notes:
+            log.warning(note)
+        self.datasets, self.output, self.task, self.predictor, self.pred_dir = (
+            datasets,
+            output,
+            task,
+            predictor,
+            pred_dir,
+        )
+        self.threshold, self.estimate_fov, self.plots, self.progress, self.label = (
+            threshold,
+            estimate_fov,
+            plots,
+            progress,
+            label,
+        )
+        self.bootstrap, self.seed, self.threshold_source = bootstrap, seed, threshold_source
+        self.n_images = sum(len(pairs) for _, pairs in datasets)
+        self.jobs = {}
+
+    def submit(self, pool):
+        """Queues every image's scoring in `pool` (a model predicts each image here first)."""
+        for name, pairs in self.datasets:
+            bar = tqdm(total=len(pairs), desc=self.label + name, unit="image", disable=not self.progress, leave=False)
+            futures = []
+            for pair in pairs:
+                raw = None
+                if self.predictor is None:
+                    prediction = str(self.predictions[name][pair.stem])
+                else:
+                    prediction, raw = _predict(self.predictor, pair, self.task, self.threshold)
+                    if self.maps_dirs[name]:
+                        write_png(_map_path(self.maps_dirs[name], pair), _as_uint8(prediction))
+                fov = pair.fov or (ESTIMATED_FOV if self.estimate_fov and self.task == "vessel" else None)
+                future = pool.submit(score_file, self.task, self.threshold, prediction, pair.mask, fov, pair.image, raw)
+                future.add_done_callback(lambda _, bar=bar: bar.update())
+                futures.append(future)
+            self.jobs[name] = (bar, futures)
+
+    def finish(self):
+        """Waits for the scores, writes results.json/csv, per_image.csv and the plots; returns `evaluate`'s dict."""
+        task, threshold, protocol = self.task, self.threshold, PROTOCOLS[self.task]
+        results, intervals, scored, rows, curves, cases, scoring_notes = {}, {}, {}, [], {}, {}, []
+        for name, pairs in self.datasets:
+            bar, futures = self.jobs[name]
+            with bar:
+                scores = [future.result() for future in futures]
             results[name] = {**protocol.summarize(scores, threshold), "n_images": len(scores)}
-            results[name]["analysis"] = _analysis(task, scores, threshold, predictor is not None)
-            if bootstrap:
-                intervals[name] = statistics.confidence_intervals(scores, protocol, threshold, bootstrap, seed)
+            results[name]["analysis"] = _analysis(task, scores, threshold, self.predictor is not None)
+            if self.bootstrap:
+                intervals[name] = statistics.confidence_intervals(
+                    scores, protocol, threshold, self.bootstrap, self.seed
+                )
             scored[name] = {
                 os.path.basename(pair.mask): _without_thumbnail(score) for pair, score in zip(pairs, scores)
             }
@@ -137,27 +191,26 @@ def evaluate(
             ]
             curves[name] = protocol.dice_curve(scores)
             cases[name] = _pick_cases(pairs, scores, task, threshold)
-    for note in scoring_notes:
-        log.warning(note)
-    card = protocol_card(
-        task, datasets, threshold, threshold_source, predictor, pred_dir, _fov_source(task, datasets, estimate_fov)
-    )
-    report.write_results(results, output, card, intervals)
-    report.write_per_image(rows, output)
-    if plots:
-        report.plot_curves(curves, os.path.join(output, report.CURVES_PNG))
-        if task == "polyp":
-            report.plot_size_bins(results, os.path.join(output, report.SIZE_BINS_PNG))
-        for name, chosen in cases.items():
-            _plot_cases(name, chosen, task, _cases_png(output, name))
-    return {
-        "results": results,
-        "ci95": intervals,
-        "scores": scored,
-        "protocol": card,
-        "output": output,
-        "notes": notes + scoring_notes,
-    }
+        for note in scoring_notes:
+            log.warning(note)
+        fov = _fov_source(task, self.datasets, self.estimate_fov)
+        card = protocol_card(task, self.datasets, threshold, self.threshold_source, self.predictor, self.pred_dir, fov)
+        report.write_results(results, self.output, card, intervals)
+        report.write_per_image(rows, self.output)
+        if self.plots:
+            report.plot_curves(curves, os.path.join(self.output, report.CURVES_PNG))
+            if task == "polyp":
+                report.plot_size_bins(results, os.path.join(self.output, report.SIZE_BINS_PNG))
+            for name, chosen in cases.items():
+                _plot_cases(name, chosen, task, _cases_png(self.output, name))
+        return {
+            "results": results,
+            "ci95": intervals,
+            "scores": scored,
+            "protocol": card,
+            "output": self.output,
+            "notes": self.notes + scoring_notes,
+        }
 
 
 def _fov_source(task, datasets, estimate_fov):
@@ -343,24 +396,6 @@ def scoring_pool(workers, n_images, shared=None):
         yield pool
     finally:
         pool.shutdown(cancel_futures=True)
-
-
-def _score_dataset(pool, name, pairs, task, threshold, predictor, prediction_files, maps_dir, estimate_fov, progress):
-    with tqdm(total=len(pairs), desc=name, unit="image", disable=not progress, leave=False) as bar:
-        futures = []
-        for pair in pairs:
-            raw = None
-            if predictor is None:
-                prediction = str(prediction_files[pair.stem])
-            else:
-                prediction, raw = _predict(predictor, pair, task, threshold)
-                if maps_dir:
-                    write_png(_map_path(maps_dir, pair), _as_uint8(prediction))
-            fov = pair.fov or (ESTIMATED_FOV if estimate_fov and task == "vessel" else None)
-            future = pool.submit(score_file, task, threshold, prediction, pair.mask, fov, pair.image, raw)
-            future.add_done_callback(lambda _: bar.update())
-            futures.append(future)
-        return [future.result() for future in futures]
 
 
 def _predict(predictor, pair, task, threshold):
