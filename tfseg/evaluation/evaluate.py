@@ -40,7 +40,7 @@ ESTIMATED_FOV = "<estimated>"  # in place of a FOV file: estimate the FOV from t
 log = logging.getLogger(__name__)
 
 
-def evaluate(data_path, output, workers=None, pool=None, **options):
+def evaluate(data_path, output, task=None, *, workers=None, pool=None, **options):
     """Scores every dataset under `data_path` and writes results.json, results.csv, per_image.csv and then the
     plots to `output`, by the protocol `task` ("polyp" | "vessel"; default the predictor's task, and the polyp
     protocol for prediction maps). Give `predictor` (maps predicted here, optionally written to `save_maps`) or
@@ -61,13 +61,13 @@ def evaluate(data_path, output, workers=None, pool=None, **options):
     results.json, not results.csv.
 
     Scoring runs in `workers` processes (default: one per core), or in `pool` (`scoring_pool`) when given.
-    `options`: `Evaluation`'s arguments (task, predictor, pred_dir, threshold, save_maps, observer, split_file,
+    `options`: `Evaluation`'s other arguments (predictor, pred_dir, threshold, save_maps, observer, split_file,
     estimate_fov, plots, progress, allow_size_mismatch, bootstrap, seed, threshold_source).
 
     Returns {"results": {dataset: metrics}, "ci95": {dataset: intervals}, "scores": {dataset: {image (mask file
     name): its per-image scores}}, "output": output, "notes": [what the run had to handle]}.
     """
-    evaluation = Evaluation(data_path, output, **options)
+    evaluation = Evaluation(data_path, output, task, **options)
     with scoring_pool(workers, evaluation.n_images, pool) as pool:
         evaluation.submit(pool)
         return evaluation.finish()
