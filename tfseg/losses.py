@@ -3,7 +3,7 @@
 PraNet's structure loss (Fan et al., MICCAI 2020, eq. 4; `structure_loss` in the official MyTrain.py):
 weighted BCE + weighted IoU with boundary-emphasising weights `w = 1 + 5 * |avgpool31(mask) - mask|`.
 EAR-Net's losses (Wang et al., DICTA 2021): cross-entropy with an ignore label over the multi-scale outputs, and
-the error-attention MSE of stage 2.
+the error-attention MSE of stage 2; for `model.compile`, one Keras loss per output (`EARNetLoss.compile_arguments`).
 """
 
 import keras
@@ -93,6 +93,34 @@ def masked_mse(targets, predictions, ignore_label=IGNORE_LABEL):
     return ops.sum(error * valid, axis=(1, 2)) / ops.maximum(ops.sum(valid, axis=(1, 2)), 1.0)
 
 
+class _MaskedLoss(keras.losses.Loss):
+    """A per-image loss with an ignore label as a Keras loss (for `compile`); the name defaults to the class's."""
+
+    def __init__(self, ignore_label=IGNORE_LABEL, reduction="sum_over_batch_size", name=None, dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.ignore_label = ignore_label
+
+    def call(self, y_true, y_pred):
+        return self.per_image(y_true, y_pred, self.ignore_label)
+
+    def get_config(self):
+        return {**super().get_config(), "ignore_label": self.ignore_label}
+
+
+@keras.saving.register_keras_serializable(package="tfseg")
+class MaskedCrossEntropy(_MaskedLoss):
+    """`masked_cross_entropy` as a Keras loss."""
+
+    per_image = staticmethod(masked_cross_entropy)
+
+
+@keras.saving.register_keras_serializable(package="tfseg")
+class MaskedMSE(_MaskedLoss):
+    """`masked_mse` as a Keras loss."""
+
+    per_image = staticmethod(masked_mse)
+
+
 class EARNetLoss:
     """EAR-Net's loss, per image: `CE(J) + 0.4 CE(J_aux) + 0.05 (CE(up(p_0.5)) + CE(p_1.0))` over the outputs of
     `HRNetOCR(training=True)`, plus `0.5 * MSE(A, E)` in stage 2 (`error_maps` given). Plain cross-entropy with
@@ -109,3 +137,14 @@ class EARNetLoss:
             attention = ops.cast(outputs["error_attention"], "float32")
             loss = loss + self.error_weight * masked_mse(error_maps, attention, self.ignore_label)
         return loss
+
+    def compile_arguments(self, error_maps=False):
+        """{"loss", "loss_weights"} for `model.compile(**...)`: this loss as Keras' weighted sum of one loss per
+        output (the same mean over the batch), with y = {"pred": labels, "aux": labels, "pred_05": labels,
+        "pred_10": labels} and, with `error_maps` (stage 2), "error_attention": the error maps."""
+        weights = {"pred": 1.0, "aux": self.aux_weight, "pred_05": self.scale_weight, "pred_10": self.scale_weight}
+        loss = {name: MaskedCrossEntropy(self.ignore_label) for name in weights}
+        if error_maps:
+            loss["error_attention"] = MaskedMSE(self.ignore_label)
+            weights["error_attention"] = self.error_weight
+        return {"loss": loss, "loss_weights": weights}
