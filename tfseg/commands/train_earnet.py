@@ -11,7 +11,8 @@ METRICS = ("val_F1", "val_Acc", "val_Se", "val_Sp", "val_AUC")
 
 
 def parse_args(argv=None):
-    from tfseg.training.earnet import DATASETS, EARNetConfig  # TensorFlow: inside main, where Ctrl-C is handled
+    from tfseg.losses import CRITERIA  # TensorFlow: inside main, where Ctrl-C is handled
+    from tfseg.training.earnet import DATASETS, EARNetConfig
 
     d = EARNetConfig(data_path="")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -54,6 +55,14 @@ def parse_args(argv=None):
         choices=["group", "batch"],
         help="normalisation of the conv units: group (learns with batches of 2) or batch (the original, for "
         "large batches)",
+    )
+    add(
+        p,
+        "loss",
+        default=d.loss,
+        choices=list(CRITERIA),
+        help="criterion of both stages: ce (softmax cross-entropy) or rmi (0.5 sigmoid BCE + 0.5 RMI lower bound on "
+        "the fused prediction, sigmoid BCE on the aux and single-scale outputs; the official recipe's)",
     )
     add(
         p,

@@ -3,8 +3,9 @@ checkpoint on the validation split (never the test set; the official code picked
 the error maps of the training images, stage 2 fine-tunes EARNet from it with the error-attention loss.
 
 Official recipe (NVIDIA semantic-segmentation fork): SGD momentum 0.9, poly schedule power 2, weight decay
-4e-5, crops 448, scale 0.5-2.0, colour jitter 0.25; stage 2 lr 1e-3 for 15 epochs. Keras' SGD applies weight
-decay decoupled from the gradient (torch adds it to the gradient): the same fixed point, slightly other paths.
+4e-5, crops 448, scale 0.5-2.0, colour jitter 0.25, the RMI criterion (`loss="rmi"`; `rmi_loss: true` in its
+scripts/train_stare.yml); stage 2 lr 1e-3 for 15 epochs. Keras' SGD applies weight decay decoupled from the
+gradient (torch adds it to the gradient): the same fixed point, slightly other paths.
 """
 
 import dataclasses
@@ -21,7 +22,7 @@ from tfseg.data.duplicates import THRESHOLDS, check_near_duplicates
 from tfseg.data.imageio import read_mask, write_png
 from tfseg.evaluation import vessel as vessel_metrics
 from tfseg.export import check_export_folder
-from tfseg.losses import EARNetLoss
+from tfseg.losses import CRITERIA, EARNetLoss
 from tfseg.models.earnet import EARNet, error_map
 from tfseg.models.hrnet import HRNetOCR
 from tfseg.training.checkpoints import RunDirectory
@@ -74,12 +75,15 @@ class EARNetConfig(TrainingConfig):
     modulation: tuple = (0.5, 0.5)  # lambda, mu
     norm: str = "group"  # group | batch (the original): with batches of 2, BN's inference statistics fail
     region_batchnorm: bool = False  # True: BN on the OCR object-region vectors, as the original (see HRNetOCR)
+    loss: str = "ce"  # ce | rmi: the criterion of both stages (EARNetLoss); the official recipe uses rmi
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
         if self.norm not in ("group", "batch"):
             raise ValueError(f"norm must be group or batch, got {self.norm!r}")
+        if self.loss not in CRITERIA:
+            raise ValueError(f"loss must be one of {tuple(CRITERIA)}, got {self.loss!r}")
         if self.lr is None:
             self.lr = 1e-3 if self.optimizer == "adam" else 1e-2
         if self.stage2_lr is None:
@@ -115,7 +119,7 @@ class EARNetTrainer(SegmentationTrainer):
     def __init__(self, config, strategy, stage, total_steps, stage1_weights=None, error_maps=None):
         self.stage, self.total_steps = stage, total_steps
         self.stage1_weights, self.error_maps = stage1_weights, error_maps
-        self.loss_fn = EARNetLoss()
+        self.loss_fn = EARNetLoss(criterion=config.loss)
         super().__init__(config, strategy)
         self._predict = tf.function(lambda x: self.model(x, training=False)["pred"], reduce_retracing=True)
 
