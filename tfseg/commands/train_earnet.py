@@ -12,14 +12,28 @@ METRICS = ("val_F1", "val_Acc", "val_Se", "val_Sp", "val_AUC")
 
 def parse_args(argv=None):
     from tfseg.losses import CRITERIA  # TensorFlow: inside main, where Ctrl-C is handled
-    from tfseg.training.earnet import DATASETS, EARNetConfig
+    from tfseg.training.earnet import DATASETS, RECIPE_FIELDS, RECIPES, EARNetConfig
 
     d = EARNetConfig(data_path="")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     cli.add_training_flags(
         p, d, "DRIVE root (training/, test/), STARE or CHASE_DB1 folder, or images/ + masks/ [+ fov/]"
     )
-    p.set_defaults(lr=None)  # derived from the optimizer
+    add(
+        p,
+        "recipe",
+        default=d.recipe,
+        choices=list(RECIPES),
+        help="defaults of "
+        + ", ".join(RECIPE_FIELDS)
+        + "; a flag given overrides them. "
+        + "; ".join(
+            f"{name}: " + ", ".join(f"{key} {value}" for key, value in recipe.items())
+            for name, recipe in RECIPES.items()
+        )
+        + " (cpu: lr 1e-3 adam / 1e-2 sgd, stage2_lr lr / 10). official starts from the HRNet-W48 ImageNet weights "
+        "(--init_weights, or --init_weights none)",
+    )
     add(
         p,
         "dataset",
@@ -34,24 +48,22 @@ def parse_args(argv=None):
         choices=["1", "2", "all"],
         help="--stage 2 alone starts from the stage-1 weights given as --init_weights",
     )
-    add(p, "config", default=d.config, choices=["small", "w18", "w48"], help="HRNet width (small: W18-small-v1)")
-    add(p, "stage2_epochs", type=int, help=f"(default {d.stage2_epochs}; on --resume: as stored)")
+    add(p, "config", choices=["small", "w18", "w48"], help="HRNet width (small: W18-small-v1)")
+    add(p, "stage2_epochs", type=int, help="(default: the recipe's; on --resume: as stored)")
     add(
         p,
         "optimizer",
-        default=d.optimizer,
         choices=["adam", "sgd"],
         help="adam learns from scratch; sgd: the official recipe (momentum 0.9), meant for a pretrained trunk",
     )
-    add(p, "stage2_lr", type=float, help="(default --lr / 10; --lr: 1e-3 adam, 1e-2 sgd, poly decay power 2)")
-    add(p, "crop", type=int, default=d.crop, help="training crop size")
+    add(p, "stage2_lr", type=float, help="(default: the recipe's; cpu: --lr / 10, with --lr 1e-3 adam, 1e-2 sgd)")
+    add(p, "crop", type=int, help="training crop size")
     add(p, "folds", type=int, default=d.folds, help="STARE: number of folds")
     add(p, "fold", type=int, default=d.fold, help="STARE: which fold is the test set")
     add(p, "scales", type=float, nargs="+", default=list(d.scales), help="inference scales (paper: 2 1 0.5)")
     add(
         p,
         "norm",
-        default=d.norm,
         choices=["group", "batch"],
         help="normalisation of the conv units: group (learns with batches of 2) or batch (the original, for "
         "large batches)",
@@ -59,7 +71,6 @@ def parse_args(argv=None):
     add(
         p,
         "loss",
-        default=d.loss,
         choices=list(CRITERIA),
         help="criterion of both stages: ce (softmax cross-entropy) or rmi (0.5 sigmoid BCE + 0.5 RMI lower bound on "
         "the fused prediction, sigmoid BCE on the aux and single-scale outputs; the official recipe's)",
@@ -71,7 +82,13 @@ def parse_args(argv=None):
         help="BatchNorm on OCR's object-region vectors as the original (off: with 2 classes it normalises over "
         "2 x batch values)",
     )
-    return cli.check_training_args(p, p.parse_args(argv))
+    p.set_defaults(**dict.fromkeys(RECIPE_FIELDS))  # None: not given
+    args = cli.check_training_args(p, p.parse_args(argv))
+    if not args.resume:  # the recipe's values where no flag was given (on --resume the stored ones count)
+        given = {name: getattr(args, name) for name in RECIPE_FIELDS if getattr(args, name) is not None}
+        resolved = EARNetConfig(data_path="", recipe=args.recipe, **given)
+        vars(args).update({name: getattr(resolved, name) for name in RECIPE_FIELDS})
+    return args
 
 
 def train(args):

@@ -2,10 +2,10 @@
 checkpoint on the validation split (never the test set; the official code picked it by test sensitivity) writes
 the error maps of the training images, stage 2 fine-tunes EARNet from it with the error-attention loss.
 
-Official recipe (NVIDIA semantic-segmentation fork): SGD momentum 0.9, poly schedule power 2, weight decay
-4e-5, crops 448, scale 0.5-2.0, colour jitter 0.25, the RMI criterion (`loss="rmi"`; `rmi_loss: true` in its
-scripts/train_stare.yml); stage 2 lr 1e-3 for 15 epochs. Keras' SGD applies weight decay decoupled from the
-gradient (torch adds it to the gradient): the same fixed point, slightly other paths.
+Two recipes (`RECIPES`) give the defaults of the settings they cover: "cpu" trains from scratch on a CPU,
+"official" is the EAR-Net recipe (NVIDIA semantic-segmentation fork, scripts/train_{stare,drive}.yml). Keras' SGD
+applies weight decay decoupled from the gradient (torch adds it to the gradient): the same fixed point, slightly
+other paths.
 """
 
 import dataclasses
@@ -44,40 +44,85 @@ DATASETS = ("drive", "stare", "chase", "folder")
 TEST_IDS = "test_ids.txt"  # in the run folder: the held-out test images of the split protocol
 
 
+NO_INIT = "none"  # init_weights: train stage 1 from scratch although the recipe starts from ImageNet weights
+RECIPES = {
+    # trains from scratch on a CPU (STARE in docs/BENCHMARKS.md); lr (stage2_lr) left out: 1e-3 adam or 1e-2 sgd
+    # (lr / 10), as before recipes existed
+    "cpu": {
+        "config": "small",
+        "norm": "group",  # with batches of 2, BN's inference statistics fail
+        "optimizer": "adam",
+        "momentum": 0.9,
+        "poly_power": 2.0,
+        "weight_decay": 4e-5,
+        "crop": 384,  # smaller crops leave the 1/32 branch a few pixels: its batch statistics get noisy
+        "loss": "ce",
+        "batch_size": 2,
+        "steps_per_epoch": 50,  # vessel sets are 20-40 images: an epoch is this many steps
+        "epochs": 12,
+        "stage2_epochs": 6,
+    },
+    # EAR-Net's scripts/train_{stare,drive}.yml (stage 2) on NVIDIA's train.py defaults; stage 1 has no script
+    # of its own there (README: the same with arch ocrnet.HRNet_Mscale); see README, "Recipes"
+    "official": {
+        "config": "w48",  # HRNetV2-W48 (HRNET_CHECKPOINT hrnetv2_w48_imagenet_pretrained.pth)
+        "norm": "batch",  # syncbn: true
+        "optimizer": "sgd",  # train.py default
+        "momentum": 0.9,  # train.py default
+        "lr": 1e-2,  # issue 17; the stored scripts give stage 1 no HRNet value (older script and NVIDIA's: 5e-3)
+        "stage2_lr": 1e-3,  # lr: 0.001
+        "poly_power": 2.0,  # poly_exp: 2
+        "weight_decay": 4e-5,  # weight_decay: 0.00004
+        "crop": 448,  # crop_size: "448,448"
+        "loss": "rmi",  # rmi_loss: true
+        "batch_size": 4,  # bs_trn: 1 on each of 4 GPUs (nproc_per_node=4)
+        "steps_per_epoch": 0,  # an epoch is one pass over the training images
+        "epochs": 100,  # max_epoch of the older first-stage script code/scripts/train_stare.yml
+        "stage2_epochs": 15,  # max_epoch: 15
+    },
+}
+RECIPE_FIELDS = tuple(RECIPES["official"])  # the settings a recipe covers
+
+
 @dataclasses.dataclass
 class EARNetConfig(TrainingConfig):
-    """Defaults: a CPU recipe that trains from scratch (small trunk with GroupNorm, Adam, batch 2 of 384 crops,
-    12 + 6 epochs of 50 steps; runs on STARE in docs/BENCHMARKS.md). The official recipe (BatchNorm, SGD 1e-2 /
-    stage 2 1e-3, momentum 0.9, 448 crops) starts from an ImageNet-pretrained trunk with large batches
-    (`norm="batch"`, `optimizer="sgd"`, `crop=448`). `init_weights`: the HRNet-OCR weights stage 1 starts from,
+    """The settings of `RECIPE_FIELDS` left None take the recipe's value (`RECIPES[recipe]`), so explicit ones
+    override it: `EARNetConfig(data_path, recipe="official", crop=384)`. The official recipe starts stage 1 from
+    ImageNet weights (`init_weights`, or `NO_INIT`). `init_weights`: the HRNet-OCR weights stage 1 starts from,
     or, when stage 2 is trained alone, the stage-1 weights it starts from. `export_dir`: where the last stage's
     model goes (default `stage{1,2}/export`)."""
 
-    epochs: int = 12  # stage 1
-    lr: float = None  # stage 1; default 1e-3 (adam) or 1e-2 (sgd)
-    batch_size: int = 2
-    steps_per_epoch: int = 50  # vessel sets are 20-40 images: an epoch is this many steps (None: one pass)
+    epochs: int = None  # stage 1
+    lr: float = None  # stage 1
+    batch_size: int = None
+    steps_per_epoch: int = None  # 0: one pass over the training images
     val_fraction: float = 0.2  # of the training images, for checkpoint selection
     gclip: float = 0.0  # the official recipe does not clip
+    recipe: str = "cpu"  # cpu | official
     dataset: str = "folder"  # drive | stare | chase | folder: which split protocol
-    config: str = "small"  # small | w18 | w48
-    stage2_epochs: int = 6
-    optimizer: str = "adam"  # adam | sgd (the official recipe, momentum 0.9)
-    stage2_lr: float = None  # default lr / 10, as the official 1e-2 -> 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    poly_power: float = 2.0
-    crop: int = 384  # smaller crops leave the 1/32 branch a few pixels: its batch statistics get noisy
+    config: str = None  # small | w18 | w48
+    stage2_epochs: int = None
+    optimizer: str = None  # adam | sgd
+    stage2_lr: float = None
+    momentum: float = None  # sgd
+    weight_decay: float = None
+    poly_power: float = None
+    crop: int = None
     scale_range: tuple = (0.5, 2.0)  # random scale of the training images before cropping (official 0.5-2.0)
     folds: int = 4  # STARE: k-fold cross-validation
     fold: int = 0
     scales: tuple = (2.0, 1.0, 0.5)  # inference scales (validation, error maps, export), as the paper
     modulation: tuple = (0.5, 0.5)  # lambda, mu
-    norm: str = "group"  # group | batch (the original): with batches of 2, BN's inference statistics fail
+    norm: str = None  # group | batch (the original)
     region_batchnorm: bool = False  # True: BN on the OCR object-region vectors, as the original (see HRNetOCR)
-    loss: str = "ce"  # ce | rmi: the criterion of both stages (EARNetLoss); the official recipe uses rmi
+    loss: str = None  # ce | rmi: the criterion of both stages (EARNetLoss)
 
     def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
         if self.norm not in ("group", "batch"):
@@ -88,6 +133,39 @@ class EARNetConfig(TrainingConfig):
             self.lr = 1e-3 if self.optimizer == "adam" else 1e-2
         if self.stage2_lr is None:
             self.stage2_lr = self.lr / 10
+
+    @property
+    def start_weights(self):
+        """`init_weights`, None for `NO_INIT`."""
+        return None if self.init_weights == NO_INIT else self.init_weights
+
+    def recipe_card(self):
+        """The recipe's name, the values of the settings it covers and those changed from the recipe's."""
+        settings = {name: getattr(self, name) for name in RECIPE_FIELDS}
+        recipe = RECIPES[self.recipe]
+        changed = {name: value for name, value in settings.items() if name in recipe and value != recipe[name]}
+        return {"name": self.recipe, "settings": settings, "changed": changed, "init_weights": self.init_weights}
+
+
+def check_start(config, stages):
+    """The official recipe trains stage 1 from the HRNet-W48 ImageNet weights: refuses to start without them
+    (or the explicit `NO_INIT`)."""
+    if config.recipe == "official" and 1 in stages and config.init_weights is None:
+        raise ValueError(
+            "--recipe official starts from the HRNet-W48 ImageNet weights: give them as --init_weights "
+            "FILE.weights.h5 (converted by convert_weights.py --model hrnet_w48, not available yet), or "
+            f"--init_weights {NO_INIT} to train from scratch"
+        )
+
+
+def make_optimizer(config, stage, total_steps):
+    """Adam or SGD (momentum) with weight decay and the poly schedule `lr (1 - step / total_steps)^power` of
+    the stage's lr."""
+    lr = config.lr if stage == 1 else config.stage2_lr
+    schedule = keras.optimizers.schedules.PolynomialDecay(lr, max(total_steps, 1), 0.0, config.poly_power)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(schedule, weight_decay=config.weight_decay)
+    return keras.optimizers.SGD(schedule, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 def split_pairs(config):
@@ -126,18 +204,13 @@ class EARNetTrainer(SegmentationTrainer):
     def build_model(self):
         c = self.config
         stage1 = built(HRNetOCR(c.config, scales=c.scales, region_batchnorm=c.region_batchnorm, norm=c.norm))
-        start = c.init_weights if self.stage == 1 else self.stage1_weights
+        start = c.start_weights if self.stage == 1 else self.stage1_weights
         if start:
             stage1.load_weights(start)
         return stage1 if self.stage == 1 else built(EARNet.from_stage1(stage1, c.modulation))
 
     def make_optimizer(self):
-        c = self.config
-        lr = c.lr if self.stage == 1 else c.stage2_lr
-        schedule = keras.optimizers.schedules.PolynomialDecay(lr, max(self.total_steps, 1), 0.0, c.poly_power)
-        if c.optimizer == "adam":
-            return keras.optimizers.Adam(schedule, weight_decay=c.weight_decay)
-        return keras.optimizers.SGD(schedule, momentum=c.momentum, weight_decay=c.weight_decay)
+        return make_optimizer(self.config, self.stage, self.total_steps)
 
     def replica_loss(self, images, labels, errors=None):
         return self.loss_fn(labels, self.model(images, training=True), errors)
@@ -205,7 +278,7 @@ def resume_config(run_dir, **overrides):
     stage = "stage1" if os.path.isfile(os.path.join(run_dir, "stage1", "args.json")) else "stage2"
     stored = RunDirectory(os.path.join(run_dir, stage)).read_args()
     stored.update(
-        epochs=stored["epochs"] if stage == "stage1" else EARNetConfig.epochs,
+        epochs=stored["epochs"] if stage == "stage1" else None,  # the recipe's
         norm=stored.get("norm", "batch"),  # runs stored before this setting existed
         logdir=os.path.dirname(os.path.abspath(run_dir)),
         run_name=os.path.basename(os.path.abspath(run_dir)),
@@ -248,6 +321,7 @@ def train_earnet(config, stages=(1, 2), progress=True, resume=False):
     `resume` (with `resume_config(folder)` as config): every stage goes on from its last checkpoint, a finished
     one is only reloaded; the error maps are written again from stage 1's best weights. One strategy serves the
     whole run."""
+    check_start(config, stages)
     root = config.run_folder(f"earnet_{config.config}")
     strategy = make_strategy(config.strategy)
     try:
@@ -258,7 +332,7 @@ def train_earnet(config, stages=(1, 2), progress=True, resume=False):
 
 def _train_stages(config, strategy, root, stages, progress, resume):
     stage1_best = os.path.join(root, "stage1", "best.weights.h5")
-    stage1_weights = stage1_best if resume and os.path.isfile(stage1_best) else config.init_weights
+    stage1_weights = stage1_best if resume and os.path.isfile(stage1_best) else config.start_weights
     train, val, test = split_pairs(config)
     sources.check_pairs(train + val)
     # the test images too: held out as well
@@ -332,5 +406,6 @@ def _finish(stage_result, config, last):
     if run.chief and config.export:
         stage_config = config if last else dataclasses.replace(config, export_dir=None)
         record = training_record(trainer, run, stage_result["train"], stage_result["val"], stage_result["val_data"])
+        record["recipe"] = config.recipe_card()
         out["export"] = export_best(trainer.model, run, stage_config, record)
     return out
