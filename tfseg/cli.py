@@ -14,8 +14,8 @@ CHATTY_LOGGERS = ("tensorflow", "tf2onnx", "absl")  # they have handlers of thei
 
 
 BAD_INPUT = (ValueError, OSError, ImportError)  # what a command reports as one `error:` line: DatasetError,
-# OverwriteError, ModelFileError and ExportMismatchError are ValueErrors, VideoError and ConnectionError OSErrors,
-# ImportError a missing optional package
+# OverwriteError, ModelFileError, ExportMismatchError and QuantizationError are ValueErrors, VideoError and
+# ConnectionError OSErrors, ImportError a missing optional package
 
 
 def command(parse_args, work, timestamps=False):
@@ -135,12 +135,15 @@ def resolve_threshold(threshold, predictor=None):
     return predictor.threshold, "auto: chosen on the validation images at training (tfseg.json)"
 
 
+RUNTIMES = ("tflite", "onnx", "savedmodel", "keras", "tflite_int8", "tflite_fp16", "onnx_int8")  # EXPORT_FILES
+
+
 def add_runtime_flag(parser):
     add_flag(
         parser,
         "runtime",
-        choices=["tflite", "onnx", "savedmodel", "keras"],
-        help="which file of an export folder to run (default: the fastest available)",
+        choices=RUNTIMES,
+        help="which file of an export folder to run (default: the fastest here, as timed at export or at load)",
     )
 
 

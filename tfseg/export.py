@@ -1,5 +1,6 @@
 """Export a trained tfseg model: `.keras`, SavedModel, ONNX and TFLite, each checked against the Keras model in
-inference mode, plus the metadata (`tfseg.json`) that inference needs.
+inference mode, quantised ONNX and TFLite files (tfseg.quantization) checked by their Dice, plus the metadata
+(`tfseg.json`) that inference needs.
 
 SavedModel endpoints:
   serve        float32 (B, H, W, 3) normalised images -> the model's logit maps (what `model.export` gives)
@@ -14,9 +15,16 @@ multi-scale inference) H and W stay dynamic.
 An export folder only ever holds the files of one model: `export_model` writes and checks every format in a
 temporary sibling folder and then swaps it in (`tfseg.files.replace_folder`), so a failure or a kill leaves the
 previous export whole, and files of an earlier export never stay beside the new ones. `tfseg.json` records a
-fingerprint (sha256) of each model file, which `Predictor.load` checks.
+fingerprint (sha256) of each model file, which `Predictor.load` checks, and the batch-1 latency of each format
+timed on the exporting machine ("timing"), by which `Predictor.load` picks the fastest (`pick_export`).
+
+A quantised format (`tflite_int8`, `tflite_fp16`, `onnx_int8`) is scored against its float counterpart (`tflite`,
+`onnx`, written for the check when not asked for and left out of the folder) on validation images, and the
+export is refused (QuantizationError) when it loses more Dice than allowed; "quantization" in tfseg.json keeps the
+scores, their change and the speed-up.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -26,12 +34,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfseg import files
+from tfseg import files, quantization
 from tfseg.inference.predictor import EXPORT_FILES, METADATA_FILE, load_runtime, probability_map
+from tfseg.inference.runtimes import machine, median_latencies
 from tfseg.models.spec import size_pair
+from tfseg.quantization import QUANTIZED, QuantizationSettings
 
 log = logging.getLogger(__name__)
-FORMATS = ("keras", "savedmodel", "onnx", "tflite")
+FORMATS = ("keras", "savedmodel", "onnx", "tflite", *QUANTIZED)  # float ones first: quantised ones need them
 ONNX_OPSET = 17
 CHECK_SIZE = (96, 128)  # the check's input size for models without a training size
 
@@ -102,12 +112,20 @@ def export_onnx(model, path, spec):
     onnx.save(proto, path)
 
 
-def export_tflite(model, path, spec):
-    """TFLite (builtin ops only, float32) from the concrete prediction function."""
+def tflite_converter(model, spec):
+    """The TFLite converter of the concrete prediction function, its variables frozen into constants (the
+    converter's default route through a SavedModel of `model`, taken for models `tf.saved_model.save` can write,
+    keeps Keras 3 variables as resource variables that the file never initialises: NaN outputs)."""
     function = prediction_function(model, spec).get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+    converter.experimental_lower_to_saved_model = False
+    return converter
+
+
+def export_tflite(model, path, spec):
+    """TFLite (builtin ops only, float32)."""
     with open(path, "wb") as f:
-        f.write(converter.convert())
+        f.write(tflite_converter(model, spec).convert())
 
 
 def export_keras(model, path, spec):
@@ -121,13 +139,17 @@ def write_metadata(folder, metadata):
     files.write_json(os.path.join(folder, METADATA_FILE), metadata)
 
 
-def max_export_difference(model, path, metadata, seed=0):
-    """Max |logits of the export - logits of `model(x, training=False)`| on a random batch of two."""
-    runtime, _ = load_runtime(path, metadata=metadata)
-    height, width = CHECK_SIZE if metadata["input_size"] is None else metadata["input_size"]
+def max_export_difference(model, runtime, metadata, seed=0):
+    """Max |logits of the export's runtime - logits of `model(x, training=False)`| on a random batch of two."""
+    height, width = check_size(metadata)
     x = np.random.default_rng(seed).normal(size=(2, height, width, 3)).astype("float32")
     expected = keras.ops.convert_to_numpy(model(x, training=False)[model.prediction_output])
     return float(np.max(np.abs(runtime(x) - expected)))
+
+
+def check_size(metadata):
+    """The (h, w) the files are checked and timed at: their input size, else CHECK_SIZE."""
+    return CHECK_SIZE if metadata["input_size"] is None else tuple(metadata["input_size"])
 
 
 def check_formats(formats):
@@ -170,22 +192,36 @@ def check_export_folder(folder):
     return [entry for entry in entries if entry not in ours]
 
 
-def export_model(model, folder, formats=("keras", "savedmodel"), input_size=None, tolerance=1e-3, training=None):
-    """Writes each format (model.keras, savedmodel/, model.onnx, model.tflite) with `tfseg.json` into a temporary
-    sibling of `folder`, checks each against `model` (ExportMismatchError beyond `tolerance`, the max absolute
-    logit difference), then swaps it in as `folder`. An earlier export there is replaced whole (files of formats
-    not asked for now go with it); the user's own files in it are kept. `input_size`: the size the files are made
-    for (default: the model's, its inference spec). `training`: how the model was trained and its checkpoint
-    chosen (tfseg.training.loop.training_record), kept in tfseg.json for the evaluations' protocol card.
-    Returns {format: {"path", "max_abs_diff"}}."""
+def export_model(
+    model,
+    folder,
+    formats=("keras", "savedmodel"),
+    input_size=None,
+    tolerance=1e-3,
+    training=None,
+    quantization_settings=None,
+):
+    """Writes each format (model.keras, savedmodel/, model.onnx, model.tflite, the quantised files of EXPORT_FILES)
+    with `tfseg.json` into a temporary sibling of `folder`, checks each against `model` (a float format:
+    ExportMismatchError beyond `tolerance`, the max absolute logit difference; a quantised one: QuantizationError
+    when it loses more Dice than `quantization_settings` allow), times each, then swaps it in as `folder`. An
+    earlier export there is replaced whole (files of formats not asked for now go with it); the user's own files in
+    it are kept. `input_size`: the size the files are made for (default: the model's, its inference spec).
+    `training`: how the model was trained and its checkpoint chosen (tfseg.training.loop.training_record), kept in
+    tfseg.json for the evaluations' protocol card; its run folder supplies the quantised formats' images that
+    `quantization_settings` (tfseg.quantization.QuantizationSettings) do not name.
+    Returns {format: {"path", "max_abs_diff" (None for a quantised format), "median_ms"}, plus "quantization"
+    (the Dice check) for quantised formats}."""
     formats = check_formats(formats)
+    spec = export_spec(model, input_size)
+    data = _gate_data(formats, spec, training, quantization_settings or QuantizationSettings())
     folder = os.path.abspath(folder)
     kept = check_export_folder(folder)
     files.remove_stale_temporaries(os.path.dirname(folder), os.path.basename(folder))
     staging = files.temporary_name(folder)
     try:
         os.makedirs(staging)
-        results, metadata = _write_formats(model, staging, formats, export_spec(model, input_size), tolerance, folder)
+        results, metadata = _write_formats(model, staging, formats, spec, tolerance, folder, data)
         _copy_entries(folder, staging, kept)  # copies: the previous folder stays whole until the swap
         if training:
             metadata["training"] = training
@@ -197,8 +233,25 @@ def export_model(model, folder, formats=("keras", "savedmodel"), input_size=None
         raise
     for name, result in results.items():
         result["path"] = os.path.join(folder, EXPORT_FILES[name])
-        log.info("Exported %s: %s (max |logit difference| vs Keras %.2e)", name, result["path"], result["max_abs_diff"])
+        checked = (
+            "Dice checked" if name in QUANTIZED else f"max |logit difference| vs Keras {result['max_abs_diff']:.2e}"
+        )
+        log.info("Exported %s: %s (%s, %.1f ms a batch of 1)", name, result["path"], checked, result["median_ms"])
     return results
+
+
+def _gate_data(formats, spec, training, settings):
+    """What the quantised formats among `formats` are calibrated and checked on (tfseg.quantization.GateData;
+    None without any), found before anything is written."""
+    if not any(name in QUANTIZED for name in formats):
+        return None
+    if spec["input_size"] is None:
+        raise quantization.QuantizationError(
+            "The quantised formats are made for one input size and this model has none: give --input_size"
+        )
+    if settings.run_dir is None and training:
+        settings = dataclasses.replace(settings, run_dir=training.get("run_dir"))
+    return quantization.gate_data(settings, formats, spec["task"])
 
 
 def _copy_entries(source, target, names):
@@ -217,16 +270,27 @@ def _add_to_savedmodel_metadata(folder, results, entries):
             write_metadata(path, {**json.load(f), **entries})
 
 
-def _write_formats(model, folder, formats, spec, tolerance, destination):
-    """Every format into `folder`, each checked; returns (results, metadata with the files' fingerprints)."""
+def _write_formats(model, folder, formats, spec, tolerance, destination, data):
+    """Every format into `folder`, each checked and timed, the quantised ones against their float counterparts
+    (written for that when not asked for, and removed); returns (results, metadata with the files' fingerprints,
+    their timing and the quantised files' checks)."""
     metadata = model_metadata(model, spec)
-    results = {}
-    for name in FORMATS:
-        if name not in formats:
-            continue
+    needed = {*formats, *(QUANTIZED[name] for name in formats if name in QUANTIZED)}
+    calibration = quantization.calibration_inputs(data.calibration, spec) if data else None
+    results, runtimes = {}, {}
+    for name in (name for name in FORMATS if name in needed):
         path = os.path.join(folder, EXPORT_FILES[name])
-        EXPORTERS[name](model, path, spec)
-        difference = max_export_difference(model, path, metadata)
+        if name == "onnx_int8":
+            quantization.export_onnx_int8(os.path.join(folder, EXPORT_FILES["onnx"]), path, calibration)
+        elif name in QUANTIZED:
+            quantization.export_tflite(tflite_converter(model, spec), path, name, calibration)
+        else:
+            EXPORTERS[name](model, path, spec)
+        runtimes[name] = load_runtime(path, metadata=metadata)[0]
+        if name in QUANTIZED:  # judged by its Dice (quantization.check), not by logits on random inputs
+            results[name] = {"path": path, "max_abs_diff": None}
+            continue
+        difference = max_export_difference(model, runtimes[name], metadata)
         results[name] = {"path": path, "max_abs_diff": difference}
         if not difference <= tolerance:
             raise ExportMismatchError(
@@ -234,11 +298,28 @@ def _write_formats(model, folder, formats, spec, tolerance, destination):
                 f"from the Keras model by {difference:.3e} (tolerance {tolerance:g}); "
                 f"nothing was written"
             )
+    latencies = median_latencies(runtimes, check_size(metadata))
+    if data:
+        checked = quantization.check(runtimes, latencies, data, metadata)
+        metadata["quantization"] = checked
+        for name, report in checked.items():
+            results[name]["quantization"] = report
+    for name in needed - set(formats):  # float counterparts written for the check only
+        del results[name]
+        files.remove(os.path.join(folder, EXPORT_FILES[name]))
+    for name, result in results.items():
+        result["median_ms"] = latencies[name]
     metadata["files"] = {
         name: {
             "path": EXPORT_FILES[name],
             "fingerprint": files.fingerprint(os.path.join(folder, EXPORT_FILES[name]), {METADATA_FILE}),
         }
         for name in results
+    }
+    metadata["timing"] = {
+        "median_ms": {name: latencies[name] for name in results},
+        "batch": 1,
+        "input_size": list(check_size(metadata)),
+        "machine": machine(),
     }
     return results, metadata

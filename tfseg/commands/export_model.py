@@ -1,5 +1,8 @@
 """Export a trained model to SavedModel, ONNX and TFLite (and .keras), each checked against the Keras model:
-the max absolute logit difference is printed, and the export fails beyond --tolerance. See README."""
+the max absolute logit difference is printed, and the export fails beyond --tolerance. Quantised formats
+(tflite_int8, tflite_fp16, onnx_int8) are checked by their Dice on validation images against the float file:
+the change is printed beside the speed-up, and the export fails when one loses more than --max_dice_drop. Every
+format's batch-1 latency on this machine is printed and stored: inference runs the fastest. See README."""
 
 import argparse
 from pathlib import Path
@@ -17,8 +20,20 @@ def parse_args(argv=None):
         help="a .keras file, a training run's export folder (holding model.keras) or a "
         "PraNet .weights.h5 file (with --backbone)",
     )
-    add(p, "formats", default="savedmodel,onnx,tflite", help="comma-separated: keras, savedmodel, onnx, tflite")
-    add(p, "output", required=True, help="folder for model.keras, savedmodel/, model.onnx, model.tflite, tfseg.json")
+    add(
+        p,
+        "formats",
+        default="savedmodel,onnx,tflite",
+        help=f"comma-separated: {', '.join(cli.RUNTIMES)} (the last three quantised: TFLite int8 weights and "
+        "activations, TFLite float16 weights, ONNX Runtime QDQ with uint8 activations and 7-bit int8 weights)",
+    )
+    add(
+        p,
+        "output",
+        required=True,
+        help="folder for model.keras, savedmodel/, model.onnx, model.tflite, model_int8.tflite, model_fp16.tflite, "
+        "model_int8.onnx, tfseg.json",
+    )
     add(p, "backbone", help="backbone of a PraNet .weights.h5 --model")
     add(
         p,
@@ -29,6 +44,28 @@ def parse_args(argv=None):
         help="input size H [W] the ONNX/TFLite files are made for (default: the model's training size)",
     )
     add(p, "tolerance", type=float, default=1e-3, help="largest allowed max |logit difference| vs Keras")
+    add(
+        p,
+        "calibration",
+        metavar="FOLDER",
+        help="images the int8 formats are calibrated on: a dataset folder (images/ and masks/) or a folder of "
+        "images (default: the training images of the model's training run)",
+    )
+    add(p, "calibration_images", type=int, default=100, help="calibrate on at most this many (a seeded sample)")
+    add(
+        p,
+        "validation",
+        metavar="FOLDER",
+        help="images and masks the quantised formats are scored on, against the float file (default: the "
+        "validation images of the model's training run)",
+    )
+    add(
+        p,
+        "max_dice_drop",
+        type=float,
+        default=0.01,
+        help="refuse a quantised file that loses more than this in meanDice or dice@0.5",
+    )
     cli.add_verbose_flag(p)
     return p.parse_args(argv)
 
@@ -37,6 +74,7 @@ def export(args):
     from tfseg.export import check_formats, export_model  # TensorFlow after the flags
     from tfseg.files import refuse_inside
     from tfseg.inference.predictor import check_fingerprint, load_keras_model, read_metadata
+    from tfseg.quantization import QuantizationSettings
 
     source = Path(args.model)
     formats = check_formats(f.strip() for f in args.formats.split(",") if f.strip())
@@ -51,11 +89,36 @@ def export(args):
     # the size: asked for (H [W]), else the one the model was exported at, else its own (inference spec)
     input_size = (args.input_size * 2)[:2] if args.input_size else (stored or {}).get("input_size")
     training = (stored or {}).get("training")  # how it was trained and chosen: the protocol card reads it
-    results = export_model(model, args.output, formats, input_size, args.tolerance, training)
-    print(f"\n{'format':<11} {'max |logit diff| vs Keras':>26}  path")
+    run_dir = source.resolve().parent.parent  # a run's export/model.keras: the run's args.json is above it
+    settings = QuantizationSettings(
+        args.calibration,
+        args.validation,
+        str(run_dir) if (run_dir / "args.json").is_file() else None,  # else the training record's run folder
+        args.max_dice_drop,
+        args.calibration_images,
+    )
+    results = export_model(model, args.output, formats, input_size, args.tolerance, training, settings)
+    print(f"\n{'format':<12} {'max |logit diff| vs Keras':>26} {'batch-1 ms':>11}  path")
     for name, result in results.items():
-        print(f"{name:<11} {result['max_abs_diff']:>26.2e}  {result['path']}")
+        difference = "(Dice below)" if result["max_abs_diff"] is None else f"{result['max_abs_diff']:.2e}"
+        print(f"{name:<12} {difference:>26} {result['median_ms']:>11.1f}  {result['path']}")
+    checked = {name: result["quantization"] for name, result in results.items() if "quantization" in result}
+    if checked:
+        print_quantization(checked)
     print(f"\nPredict with any of them: python infer_image.py --model {args.output} --image IMAGE --output DIR")
+
+
+def print_quantization(checked):
+    """The Dice check of the quantised files: float vs quantised, the change, the speed-up."""
+    validation = next(iter(checked.values()))["validation"]
+    print(f"\nQuantised vs float on {validation['images']} validation images ({validation['source']}):")
+    print(f"{'format':<12} {'vs':<6} {'meanDice':>28} {'dice@0.5':>28} {'speed-up':>9}")
+    for name, report in checked.items():
+        cells = [
+            f"{report['float'][key]:.4f} -> {report['quantized'][key]:.4f} ({report['change'][key]:+.4f})"
+            for key in ("meanDice", "dice@0.5")
+        ]
+        print(f"{name:<12} {report['reference']:<6} {cells[0]:>28} {cells[1]:>28} {report['speedup']:>8.2f}x")
 
 
 main = cli.command(parse_args, export)

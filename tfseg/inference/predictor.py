@@ -1,14 +1,14 @@
 """`Predictor`: a trained model plus its training-time preprocessing -> probability maps at the image's size.
 
 Loads a `.keras` file, a PraNet `.weights.h5` (with its backbone named), a SavedModel folder, an `.onnx` or a
-`.tflite` file, or an export folder holding several of them (the fastest runtime is picked). The metadata
+`.tflite` file (float or quantised), or an export folder holding several of them (the fastest on this machine is
+picked: `pick_export`). The metadata
 written at export (`tfseg.json` beside the files, also inside the ONNX file) gives the input size, the
 backbone normalisation, the task, which output is the prediction and its activation, and a fingerprint of each
 model file: a file that is not the one exported with that metadata is refused, never run with it. Pre- and
 post-processing are the same TensorFlow functions for every runtime.
 """
 
-import importlib.util
 import json
 import logging
 import time
@@ -26,12 +26,26 @@ from tfseg.inference.runtimes import (
     OnnxRuntime,
     SavedModelRuntime,
     TFLiteRuntime,
+    importable,
+    machine,
+    median_latencies,
 )
 from tfseg.models.spec import size_pair
 from tfseg.preprocessing import normalize
 
 METADATA_FILE = "tfseg.json"
-EXPORT_FILES = {"tflite": "model.tflite", "onnx": "model.onnx", "savedmodel": "savedmodel", "keras": "model.keras"}
+EXPORT_FILES = {
+    "tflite": "model.tflite",
+    "onnx": "model.onnx",
+    "savedmodel": "savedmodel",
+    "keras": "model.keras",
+    "tflite_int8": "model_int8.tflite",  # tfseg.quantization
+    "tflite_fp16": "model_fp16.tflite",
+    "onnx_int8": "model_int8.onnx",
+}
+FORMAT_OF_FILE = {file: name for name, file in EXPORT_FILES.items()}
+RETIMED = ("tflite", "onnx")  # runtimes cheap to load: re-timed at load when the export's timing does not apply
+RETIME_RUNS = 3
 log = logging.getLogger(__name__)
 
 
@@ -150,8 +164,11 @@ def spec_of(metadata, source):
 
 
 def pick_export(folder, metadata, runtime=None):
-    """The file of `runtime` in an export folder, or of the fastest runtime available there. Only the files that
-    its tfseg.json lists count (all known names for exports that list none)."""
+    """The file of `runtime` in an export folder, or of the fastest runtime available there: by the latencies
+    measured at export (tfseg.json "timing") when they were measured on this kind of machine (`machine`);
+    otherwise, on a CPU, by timing its ONNX and TFLite files here (a few batch-1 calls each, after their
+    fingerprints are checked), else in the fixed order CPU_PREFERENCE / GPU_PREFERENCE. Only the files that its
+    tfseg.json lists count (all known names for exports that list none)."""
     listed = (metadata or {}).get("files")
     names = {name: entry["path"] for name, entry in listed.items()} if listed is not None else EXPORT_FILES
     available = {name: folder / file for name, file in names.items() if (folder / file).exists()}
@@ -161,11 +178,46 @@ def pick_export(folder, metadata, runtime=None):
                 f"{folder} has no {EXPORT_FILES[runtime]} model (it has: {', '.join(available) or 'none'})"
             )
         return available[runtime]
-    preference = GPU_PREFERENCE if tf.config.list_physical_devices("GPU") else CPU_PREFERENCE
-    for name in preference:
-        if name in available and (name != "onnx" or importlib.util.find_spec("onnxruntime")):
-            return available[name]
-    raise FileNotFoundError(f"{folder} holds no exported model ({', '.join(EXPORT_FILES.values())})")
+    candidates = {name: path for name, path in available.items() if importable(name)}
+    if not candidates:
+        raise FileNotFoundError(f"{folder} holds no exported model ({', '.join(EXPORT_FILES.values())})")
+    timing = (metadata or {}).get("timing") or {}
+    here = machine()
+    measured = {name: ms for name, ms in timing.get("median_ms", {}).items() if name in candidates}
+    if measured and timing.get("machine") == here:
+        fastest = min(measured, key=measured.get)
+        log.info("Runs %s: the fastest here as timed at export (%s)", fastest, _milliseconds(measured))
+        return candidates[fastest]
+    why = "no timing at export" if not measured else f"timed at export on another machine ({timing.get('machine')})"
+    cheap = {name: path for name, path in candidates.items() if name.startswith(RETIMED)}
+    size = timing.get("input_size") or (metadata or {}).get("input_size")
+    if cheap and size and not here["gpus"]:
+        measured = _retime(cheap, metadata, size)
+        fastest = min(measured, key=measured.get)
+        log.info(
+            "Runs %s, the fastest of the ONNX and TFLite files timed now (%s; %s)",
+            fastest,
+            _milliseconds(measured),
+            why,
+        )
+        return candidates[fastest]
+    fastest = next(name for name in (GPU_PREFERENCE if here["gpus"] else CPU_PREFERENCE) if name in candidates)
+    log.info("Runs %s, the first of the fixed order for this machine (%s)", fastest, why)
+    return candidates[fastest]
+
+
+def _retime(paths, metadata, input_size):
+    """{name: median ms} of batch-1 calls at `input_size` of the files {name: path}, each checked against the
+    metadata beside it first."""
+    runtimes = {}
+    for name, path in paths.items():
+        check_fingerprint(path, read_metadata(path))
+        runtimes[name] = load_runtime(path, metadata=metadata)[0]
+    return median_latencies(runtimes, size_pair(input_size), runs=RETIME_RUNS, warmup=1)
+
+
+def _milliseconds(latencies):
+    return ", ".join(f"{name} {ms:.1f} ms" for name, ms in sorted(latencies.items(), key=lambda item: item[1]))
 
 
 def load_runtime(path, backbone=None, metadata=None):
@@ -191,6 +243,7 @@ def load_runtime(path, backbone=None, metadata=None):
             f"No {METADATA_FILE} beside {path}: its preprocessing is unknown (export it "
             "with export_model.py, which writes one)"
         )
+    runtime.name = FORMAT_OF_FILE.get(path.name, runtime.name)  # "tflite_int8" for model_int8.tflite
     return runtime, metadata
 
 
@@ -224,8 +277,8 @@ class Predictor:
 
     @classmethod
     def load(cls, path, input_size=None, backbone=None, runtime=None, tta=False):
-        """A model file, a SavedModel folder or an export folder (`runtime`: tflite | onnx | savedmodel | keras
-        picks its file, default the fastest); `input_size` overrides the training size of the metadata."""
+        """A model file, a SavedModel folder or an export folder (`runtime`: a format of EXPORT_FILES picks its
+        file, default the fastest: `pick_export`); `input_size` overrides the training size of the metadata."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"Model not found: {path}")

@@ -2,22 +2,74 @@
 map's logits (B, h, w, C) as numpy.
 
 `KerasRuntime` (.keras / .weights.h5, a tf.function in inference mode), `SavedModelRuntime` (its `serve`
-endpoint), `OnnxRuntime` (onnxruntime) and `TFLiteRuntime` (LiteRT with XNNPACK, else tf.lite). `input_size` is
-the (h, w) an ONNX/TFLite file was exported for, or None when any size runs.
+endpoint), `OnnxRuntime` (onnxruntime) and `TFLiteRuntime` (LiteRT with XNNPACK, else tf.lite); the quantised
+files (tfseg.quantization) run in the last two. `input_size` is the (h, w) an ONNX/TFLite file was exported for,
+or None when any size runs. `median_latencies` times runtimes; `machine` says what they were timed on.
 """
 
+import importlib.util
 import os
+import platform
+import time
 
 import numpy as np
 import tensorflow as tf
 
-# Fastest first on CPUs (docs/BENCHMARKS.md, "Inference"); GPUs favour TensorFlow (SavedModel)
-CPU_PREFERENCE = ("tflite", "onnx", "savedmodel", "keras")
-GPU_PREFERENCE = ("savedmodel", "onnx", "tflite", "keras")
+# The order an export folder's runtimes are tried in when none can be timed (pick_export): fastest first on CPUs
+# (docs/BENCHMARKS.md, "Inference" and "Quantised exports"); GPUs favour TensorFlow (SavedModel)
+CPU_PREFERENCE = ("tflite_int8", "onnx_int8", "tflite_fp16", "tflite", "onnx", "savedmodel", "keras")
+GPU_PREFERENCE = ("savedmodel", "onnx", "tflite", "onnx_int8", "tflite_int8", "tflite_fp16", "keras")
 
 
 def cpu_threads():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def cpu_model():
+    """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def machine():
+    """What a latency depends on besides the model: the CPU model, the threads the runtimes use, the GPUs
+    TensorFlow sees. Two timings compare when these are equal."""
+    gpus = tf.config.list_physical_devices("GPU")
+    return {
+        "cpu": cpu_model(),
+        "threads": cpu_threads(),
+        "gpus": [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus],
+    }
+
+
+def importable(name):
+    """Whether the runtime of the format `name` can run here (ONNX files need onnxruntime)."""
+    return not name.startswith("onnx") or importlib.util.find_spec("onnxruntime") is not None
+
+
+def interleaved_times(runtimes, x, runs, warmup):
+    """{name: [milliseconds of each call]} of each runtime of {name: runtime} on the batch `x`, the calls
+    interleaved (a change in the machine's load hits every runtime alike), after `warmup` calls each."""
+    for runtime in runtimes.values():
+        for _ in range(warmup):
+            runtime(x)
+    times = {name: [] for name in runtimes}
+    for _ in range(runs):
+        for name, runtime in runtimes.items():
+            start = time.perf_counter()
+            runtime(x)
+            times[name].append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def median_latencies(runtimes, input_size, runs=10, warmup=3):
+    """{name: median milliseconds} of `interleaved_times` on one random (1, h, w, 3) batch."""
+    x = np.random.default_rng(0).normal(size=(1, *input_size, 3)).astype("float32")
+    return {name: round(float(np.median(t)), 2) for name, t in interleaved_times(runtimes, x, runs, warmup).items()}
 
 
 class KerasRuntime:
