@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 
 import test_model
+from tfseg.data import sources
 from tfseg.data.synthetic import write_polyp_dataset
 from tfseg.evaluation import evaluate, polyp, statistics, vessel
 from tfseg.evaluation.compare import compare, default_names
@@ -144,8 +145,20 @@ def test_bootstrap_is_seeded_and_recomputes_the_protocol(methods_data, tmp_path)
     assert statistics.confidence_intervals(scores, polyp, resamples=200, seed=8) != first
     indices = statistics.resampled_indices(len(scores), 5, seed=7)
     replicates = statistics.bootstrap_replicates(scores, polyp, 0.5, indices)
-    for i, row in enumerate(indices):  # maxEm, not a mean of per-image values, is recomputed from the curves
-        assert replicates["maxEm"][i] == polyp.summarize([scores[j] for j in row])["maxEm"]
+    for i, row in enumerate(indices):  # every resample (all at once) as the protocol summarises those images
+        resample = polyp.summarize([scores[j] for j in row])
+        assert {key: replicates[key][i] for key in resample} == pytest.approx(resample, rel=1e-12, abs=1e-15)
+    assert len(set(replicates["maxEm"])) > 1  # maxEm, not a mean of per-image values, recomputed per resample
+
+
+def test_every_input_is_decoded_once_for_all_methods(methods_data, tmp_path, monkeypatch):
+    decoded = []
+    real = sources.decoded_size
+    monkeypatch.setattr(sources, "decoded_size", lambda path: decoded.append(os.fspath(path)) or real(path))
+    methods = {name: methods_data / name for name in METHODS}
+    compare(methods_data / "data", tmp_path / "out", methods, bootstrap=10, workers=1, plots=False, progress=False)
+    inputs = [str(path) for folder in ("data", *METHODS) for path in (methods_data / folder).rglob("*.*")]
+    assert sorted(decoded) == sorted(inputs)  # images and masks checked once, not once per method
 
 
 def test_unequal_image_sets_are_refused_before_scoring(methods_data, tmp_path):

@@ -92,11 +92,11 @@ def read_mask(path):
     return _to_uint8(gray) > 128
 
 
-def read_problem(path):
-    """Why `path` cannot be read whole, or None. PIL must decode all of it (`sources.decoded_size`: a truncated
-    JPEG, which OpenCV decodes half grey without a word, is found); a file in a format PIL cannot open (a float64
-    or multi-channel float TIFF) must be read by OpenCV instead."""
-    problem = decoded_size(path)[1]
+def read_problem(path, decoding=None):
+    """Why `path` cannot be read whole, or None. PIL must decode all of it (`sources.decoded_size`, or its result
+    `decoding` when known: a truncated JPEG, which OpenCV decodes half grey without a word, is found); a file in a
+    format PIL cannot open (a float64 or multi-channel float TIFF) must be read by OpenCV instead."""
+    problem = (decoding or decoded_size(path))[1]
     if problem is None:
         return None
     try:

@@ -109,16 +109,16 @@ def files_by_key(folder, key=lambda stem: stem):
     return {file_key: paths[0] for file_key, paths in by_key.items()}
 
 
-def check_pairs(pairs, allow_size_mismatch=False):
+def check_pairs(pairs, allow_size_mismatch=False, decoded=None):
     """Decodes every file (PIL; a JPEG at 1/8 scale, which still reads all of its data, so a truncated file is
     found: `verify()` alone does not decode JPEG data) and raises DatasetError listing the unreadable or damaged
     files, and the pairs whose image and mask sizes differ. Mismatched sizes are refused, never resized
     silently: a mask of another size usually belongs to another image. With `allow_size_mismatch` they are
-    returned instead (the caller warns). Returns the mismatched pairs' descriptions."""
-    files = [path for pair in pairs for path in (pair.image, pair.mask)]
-    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # decoding frees the GIL
-        decoded = dict(zip(files, pool.map(decoded_size, files)))
-    unreadable = [f"{path} ({problem})" for path, (_, problem) in decoded.items() if problem]
+    returned instead (the caller warns). Returns the mismatched pairs' descriptions. `decoded`: a dict of
+    `decode_all` results to reuse and fill (a file checked for one purpose is not decoded again for another)."""
+    files = list(dict.fromkeys(path for pair in pairs for path in (pair.image, pair.mask)))
+    decoded = decode_all(files, {} if decoded is None else decoded)
+    unreadable = [f"{path} ({decoded[path][1]})" for path in files if decoded[path][1]]
     mismatched = []
     for pair in pairs:
         image_size, mask_size = decoded[pair.image][0], decoded[pair.mask][0]
@@ -133,6 +133,15 @@ def check_pairs(pairs, allow_size_mismatch=False):
         ],
     )
     return mismatched
+
+
+def decode_all(paths, decoded):
+    """`decoded` ({path: `decoded_size(path)`}) filled for the `paths` not in it yet, decoded in threads (the
+    decoders release the GIL); returns it."""
+    missing = [path for path in dict.fromkeys(paths) if path not in decoded]
+    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        decoded.update(zip(missing, pool.map(decoded_size, missing)))
+    return decoded
 
 
 def decoded_size(path):

@@ -60,7 +60,7 @@ def compare(
     refuse_overwrite([output], folders.values(), "output folder")
     n_scored = len(methods) * sum(len(pairs) for _, pairs in datasets)
     with scoring_pool(options.pop("workers", None), n_scored) as pool:  # one pool: its start is paid once
-        evaluations = {}
+        evaluations, decoded = {}, {}  # each image and mask decoded once for all the methods' checks
         for name, source in methods.items():  # every method queued before any is finished: the pool never waits
             log.info("Scoring %s", name)
             predictor = None if name in folders else source
@@ -78,6 +78,7 @@ def compare(
                 bootstrap=bootstrap,
                 seed=seed,
                 label=f"{name}: ",
+                decoded=decoded,
                 **options,
             )
             evaluations[name].submit(pool)

@@ -21,6 +21,7 @@ from tfseg.data.layouts import find_datasets
 from tfseg.data.sources import (
     DatasetError,
     check_pairs,
+    decode_all,
     decoded_size,
     files_by_key,
     format_names,
@@ -77,7 +78,8 @@ class Evaluation:
     """`evaluate` in three steps: the checks (here), `submit` (every image's scoring queued in a pool) and
     `finish` (summaries, files, plots), so that a comparison queues every method's scoring before it finishes
     any, and the pool never waits for the parent's plots. The arguments are `evaluate`'s; `label` starts the
-    progress bars' names."""
+    progress bars' names; `decoded` ({path: `sources.decoded_size`}, filled here) spares the methods of a
+    comparison decoding the same images and masks again."""
 
     def __init__(
         self,
@@ -98,6 +100,7 @@ class Evaluation:
         seed=0,
         threshold_source="as given",
         label="",
+        decoded=None,
     ):
         task = task or (predictor.task if predictor is not None else "polyp")  # a model knows its own protocol
         _check_arguments(task, predictor, pred_dir, save_maps)
@@ -122,6 +125,7 @@ class Evaluation:
             self.predictions,
             predictor is not None or (estimate_fov and task == "vessel"),
             allow_size_mismatch,
+            {} if decoded is None else decoded,
         )
         for note in self.notes:
             log.warning(note)
@@ -268,7 +272,7 @@ def _refuse_overwrites(datasets, predictions, pred_dir, output, maps_dirs, plots
     refuse_overwrite([output, *filter(None, maps_dirs.values())], input_folders, "output folder")
 
 
-def _check_inputs(datasets, predictions, needs_images, allow_size_mismatch):
+def _check_inputs(datasets, predictions, needs_images, allow_size_mismatch, decoded):
     """Decodes every input before any scoring. Raises one DatasetError listing, per dataset, the damaged files
     that scoring reads and (unless `allow_size_mismatch`) the pairs whose image and mask sizes differ. Returns
     notes: the allowed mismatches, and the damaged images that scoring does not read (`needs_images` False:
@@ -276,7 +280,7 @@ def _check_inputs(datasets, predictions, needs_images, allow_size_mismatch):
     errors, notes = [], []
     for name, pairs in datasets:
         problems, set_aside, mismatched = _check_dataset(
-            pairs, predictions.get(name, {}).values(), needs_images, allow_size_mismatch
+            pairs, predictions.get(name, {}).values(), needs_images, allow_size_mismatch, decoded
         )
         errors += [f"{name}: {problem}" for problem in problems]
         if set_aside:
@@ -294,17 +298,18 @@ def _check_inputs(datasets, predictions, needs_images, allow_size_mismatch):
     return notes
 
 
-def _check_dataset(pairs, prediction_files, needs_images, allow_size_mismatch):
-    """(problems, {damaged image set aside: reason}, allowed size mismatches) of one dataset's files."""
-    set_aside = {} if needs_images else _problems([pair.image for pair in pairs], lambda path: decoded_size(path)[1])
+def _check_dataset(pairs, prediction_files, needs_images, allow_size_mismatch, decoded):
+    """(problems, {damaged image set aside: reason}, allowed size mismatches) of one dataset's files, each
+    decoded once (`decoded`: `sources.decode_all`'s dict, shared by the methods of a comparison)."""
+    others = [pair.fov for pair in pairs if pair.fov] + [str(path) for path in prediction_files]
+    decode_all([path for pair in pairs for path in (pair.image, pair.mask)] + others, decoded)
+    set_aside = {} if needs_images else {pair.image: decoded[pair.image][1] for pair in pairs if decoded[pair.image][1]}
     # a pair whose image is set aside is checked with its mask in the image's place: the mask must still decode
     checked = [pair._replace(image=pair.mask) if pair.image in set_aside else pair for pair in pairs]
-    others = _problems(
-        [pair.fov for pair in pairs if pair.fov] + [str(path) for path in prediction_files], read_problem
-    )
+    others = {path: problem for path in others if (problem := read_problem(path, decoded[path]))}
     problems, mismatched = [], []
     try:
-        mismatched = check_pairs(checked, allow_size_mismatch)
+        mismatched = check_pairs(checked, allow_size_mismatch, decoded)
     except DatasetError as error:
         problems.append(str(error))
     if others:
@@ -312,13 +317,6 @@ def _check_dataset(pairs, prediction_files, needs_images, allow_size_mismatch):
             f"{len(others)} unreadable or damaged FOV or prediction file(s): {format_names(_described(others))}"
         )
     return problems, set_aside, mismatched
-
-
-def _problems(paths, why):
-    """{path: reason} for the files among `paths` where `why(path)` gives a reason (else None); decoded in threads
-    (the decoders release the GIL)."""
-    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        return {path: problem for path, problem in zip(paths, pool.map(why, paths)) if problem}
 
 
 def _described(problems):
@@ -392,10 +390,16 @@ def scoring_pool(workers, n_images, shared=None):
         initializer=signal.signal,
         initargs=(signal.SIGINT, signal.SIG_IGN),
     )
+    for _ in range(workers):  # the workers start (and import) now, while the caller still checks its inputs
+        pool.submit(_ready)
     try:
         yield pool
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+def _ready():
+    """A job that does nothing: running it starts a worker process, which imports this module to run it."""
 
 
 def _predict(predictor, pair, task, threshold):

@@ -23,7 +23,13 @@ def resampled_indices(n_images, resamples, seed):
 
 def bootstrap_replicates(scores, protocol, threshold, indices):
     """{metric (results.csv column): [resamples] values}: `protocol.summarize` of each resample (a row of
-    `indices`) of the per-image `scores`; NaN where a resample leaves a metric undefined."""
+    `indices`) of the per-image `scores`; NaN where a resample leaves a metric undefined. A protocol whose
+    `summarize` takes `weights` (the polyp one: means of per-image values) gets every resample at once, as the
+    counts of each image in each resample."""
+    if protocol.RESAMPLES_AS_WEIGHTS:
+        rows = np.arange(len(indices))[:, None] * len(scores) + indices
+        counts = np.bincount(rows.ravel(), minlength=indices.size).reshape(len(indices), len(scores))
+        return report.flatten(protocol.summarize(scores, threshold, weights=counts))
     keys = report.flatten(protocol.summarize(scores, threshold))
     summaries = [report.flatten(protocol.summarize([scores[i] for i in row], threshold)) for row in indices]
     return {key: np.array([summary.get(key, np.nan) for summary in summaries], np.float64) for key in keys}

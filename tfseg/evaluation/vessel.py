@@ -17,6 +17,7 @@ import numpy as np
 
 METRICS = ("Acc", "Se", "Sp", "F1", "IoU", "MCC", "AUC")
 REGIONS = ("whole", "fov")
+RESAMPLES_AS_WEIGHTS = False  # pooled ratios: the bootstrap summarises each resample in turn
 
 
 def metric_names(threshold=0.5):
