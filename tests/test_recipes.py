@@ -113,12 +113,13 @@ def test_official_recipe_needs_the_imagenet_weights_or_an_opt_out(tmp_path, caps
         command.main(["--data_path", str(tmp_path), "--recipe", "official", "--logdir", str(tmp_path)])
     message = str(exit_info.value.code)
     assert message.startswith("error: --recipe official") and "\n" not in message
-    assert "--init_weights" in message and "convert_weights.py --model hrnet_w48" in message
-    assert "--init_weights none" in message
+    assert "--backbone_weights FILE.weights.h5" in message and "convert_weights.py --model hrnet_w48" in message
+    assert "--backbone_weights none" in message
     official = earnet.EARNetConfig(data_path="x", recipe="official")
     earnet.check_start(official, (2,))  # stage 2 alone starts from stage-1 weights
-    earnet.check_start(dataclasses.replace(official, init_weights="none"), (1, 2))
-    earnet.check_start(dataclasses.replace(official, init_weights="w48.weights.h5"), (1, 2))
+    earnet.check_start(dataclasses.replace(official, backbone_weights="none"), (1, 2))
+    earnet.check_start(dataclasses.replace(official, init_weights="none"), (1, 2))  # the earlier opt-out
+    earnet.check_start(dataclasses.replace(official, init_weights="w48.weights.h5"), (1, 2))  # a whole model's
     earnet.check_start(earnet.EARNetConfig(data_path="x"), (1, 2))  # cpu: from scratch by default
     assert not list(tmp_path.iterdir())  # refused before any run folder
 

@@ -85,7 +85,8 @@ def add_model_flags(parser):
         "model",
         required=True,
         help="an export folder (the fastest runtime in it is used), a SavedModel folder, a .keras, .onnx or "
-        ".tflite file, or a PraNet .weights.h5 file (with --backbone)",
+        ".tflite file, a preset (a folder such as <run>/preset, an hf:// or kaggle:// handle, a registry name) or "
+        "a PraNet .weights.h5 file (with --backbone)",
     )
     add_runtime_flag(parser)
     add_flag(parser, "backbone", help="backbone of a PraNet .weights.h5 --model")

@@ -4,12 +4,18 @@
   `PraNet(backbone="res2net50")`.
 - "res2net50": the Res2Net ImageNet weights res2net50_v1b_26w_4s-3cf99910.pth (the same backbone keys without
   the 'resnet.' prefix) -> `build_backbone("res2net50")`, usable as PraNet's `backbone_weights`.
+- "hrnet_w48", "hrnet_w18", "hrnet_w18_small": the official HRNet ImageNet classification checkpoints
+  hrnetv2_w48_imagenet_pretrained.pth, hrnetv2_w18_imagenet_pretrained.pth, hrnet_w18_small_model_v1.pth (state
+  dicts of HighResolutionNet, HRNet-Image-Classification lib/models/cls_hrnet.py; NVIDIA's network/hrnetv2.py,
+  which EAR-Net forks, has the same trunk keys) -> `hrnet_trunk("w48" | "w18" | "small")`, usable as EAR-Net's
+  `backbone_weights`. The classification head (incre_modules, downsamp_modules, final_layer, classifier) is
+  reported as unused, as NVIDIA's loader drops it.
 
 Conv kernels OIHW -> HWIO; BatchNorm weight / bias / running_mean / running_var -> gamma / beta / moving_mean /
-moving_variance; num_batches_tracked is consumed and ignored; the ImageNet head fc.*, which PraNet never calls,
-is reported as unused. Every other key must fill a Keras weight and every Keras weight must be filled: any
-mismatch raises `ConversionError`, unless `allow_partial=True`, which converts what matches and logs the rest.
-torch is needed only to read the `.pth` file (`pip install .[torch]`).
+moving_variance; num_batches_tracked is consumed and ignored; the ImageNet heads (fc.*, which PraNet never calls,
+and HRNet's classification head) are reported as unused. Every other key must fill a Keras weight and every
+Keras weight must be filled: any mismatch raises `ConversionError`, unless `allow_partial=True`, which converts
+what matches and logs the rest. torch is needed only to read the `.pth` file (`pip install .[torch]`).
 """
 
 import dataclasses
@@ -19,11 +25,15 @@ import numpy as np
 
 from tfseg import files
 from tfseg.models import PraNet, build_backbone
+from tfseg.models.hrnet import HRNET_CONFIGS, IMAGENET_CHECKPOINTS, hrnet_trunk
 from tfseg.models.res2net import STAGES
 
 log = logging.getLogger(__name__)
 
-MODELS = ("pranet", "res2net50")
+HRNET_KINDS = {kind: config for config, (kind, _) in IMAGENET_CHECKPOINTS.items()}  # {kind: HRNET_CONFIGS name}
+MODELS = ("pranet", "res2net50", *HRNET_KINDS)
+HRNET_HEAD = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")  # the classification head
+HEADS = {"pranet": ("resnet.fc.",), "res2net50": ("fc.",), **dict.fromkeys(HRNET_KINDS, HRNET_HEAD)}  # unused
 BN_VARIABLES = (
     ("weight", "gamma"),
     ("bias", "beta"),
@@ -74,6 +84,8 @@ def build_model(name):
         return PraNet("res2net50", backbone_weights=None)
     if name == "res2net50":
         return build_backbone("res2net50", weights=None)
+    if name in HRNET_KINDS:
+        return hrnet_trunk(HRNET_KINDS[name])
     raise ValueError(f"Unknown model {name!r}; expected one of {MODELS}")
 
 
@@ -137,17 +149,76 @@ def _pranet_targets(model):
             yield from _basic_conv(conv, f"{name}_conv{index}")
 
 
+def _hrnet_block(trunk, name, key, bottleneck, names):
+    """BasicBlock (conv1-2) or Bottleneck (conv1-3), with the 1x1 downsample when it has one (in `names`)."""
+    for index in (1, 2, 3) if bottleneck else (1, 2):
+        yield from _conv_bn(trunk.get_layer(f"{name}_conv{index}"), f"{key}conv{index}.weight", f"{key}bn{index}")
+    if f"{name}_downsample" in names:
+        yield from _conv_bn(trunk.get_layer(f"{name}_downsample"), f"{key}downsample.0.weight", f"{key}downsample.1")
+
+
+def _hrnet_targets(trunk, config):
+    """HighResolutionNet's keys, as cls_hrnet.py / hrnetv2.py nest their modules (Sequentials of conv, BN[, ReLU]):
+    conv1/bn1, conv2/bn2 (stem); layer1.{b} (bottlenecks); transition{t}.{i}.0/.1 (a branch changing width) or
+    .{i}.0.0/.0.1 (the new branch); stage{s}.{m}.branches.{i}.{b}; stage{s}.{m}.fuse_layers.{i}.{j}.0/.1 (j > i)
+    and .{i}.{j}.{k}.0/.1 (j < i, the k-th stride-2 conv)."""
+    layer, names = trunk.get_layer, {layer.name for layer in trunk.layers}
+    yield from _conv_bn(layer("stem_conv1"), "conv1.weight", "bn1")
+    yield from _conv_bn(layer("stem_conv2"), "conv2.weight", "bn2")
+    for b in range(config.stage1_blocks):
+        yield from _hrnet_block(trunk, f"stage1_block{b + 1}", f"layer1.{b}.", True, names)
+    widths = [config.stage1_channels * 4]
+    for s, (modules, blocks, channels) in enumerate(config.stages, start=2):
+        t = f"transition{s - 1}"
+        for i, width in enumerate(channels):
+            if i >= len(widths):  # the new branch
+                yield from _conv_bn(layer(f"{t}_{i}"), f"{t}.{i}.0.0.weight", f"{t}.{i}.0.1")
+            elif widths[i] != width:
+                yield from _conv_bn(layer(f"{t}_{i}"), f"{t}.{i}.0.weight", f"{t}.{i}.1")
+        widths = list(channels)
+        for m in range(modules):
+            key, name = f"stage{s}.{m}.", f"stage{s}_module{m + 1}"
+            for i in range(len(channels)):
+                for b in range(blocks):
+                    block = f"{name}_branch{i}_block{b + 1}"
+                    yield from _hrnet_block(trunk, block, f"{key}branches.{i}.{b}.", False, names)
+            for i in range(len(channels)):
+                for j in range(len(channels)):
+                    fuse = f"{key}fuse_layers.{i}.{j}."
+                    if j > i:
+                        yield from _conv_bn(layer(f"{name}_fuse_{i}_{j}"), f"{fuse}0.weight", f"{fuse}1")
+                    for k in range(i - j):
+                        yield from _conv_bn(
+                            layer(f"{name}_fuse_{i}_{j}_down{k}"), f"{fuse}{k}.0.weight", f"{fuse}{k}.1"
+                        )
+
+
+def _hrnet_hint(state_dict, name):
+    """For an HRNet kind: which kind the checkpoint is, by its first transition conv (out, in) (else nothing)."""
+    if name not in HRNET_KINDS or "transition1.0.0.weight" not in state_dict:
+        return ""
+    shape = tuple(state_dict["transition1.0.0.weight"].shape[:2])
+    for kind, config in HRNET_KINDS.items():
+        c = HRNET_CONFIGS[config]
+        if shape == (c.stages[0][2][0], c.stage1_channels * 4) and kind != name:
+            return f" (it looks like a {kind} checkpoint: --model {kind})"
+    return ""
+
+
 def convert_state_dict(state_dict, model, name, allow_partial=False):
     """Fills `model` (from `build_model(name)`) with `state_dict` ({key: array}) in place; returns the report.
 
     Raises ConversionError on a shape mismatch, and on missing / unexpected keys or unfilled weights unless
     `allow_partial`."""
     if name == "pranet":
-        targets, head = _pranet_targets(model), "resnet.fc."
+        targets = _pranet_targets(model)
     elif name == "res2net50":
-        targets, head = _res2net_targets(model, ""), "fc."
+        targets = _res2net_targets(model, "")
+    elif name in HRNET_KINDS:
+        targets = _hrnet_targets(model, HRNET_CONFIGS[HRNET_KINDS[name]])
     else:
         raise ValueError(f"Unknown model {name!r}; expected one of {MODELS}")
+    head = HEADS[name]
     converted, missing, filled = [], [], set()
     for key, variable, transform in targets:
         if key not in state_dict:
@@ -162,7 +233,7 @@ def convert_state_dict(state_dict, model, name, allow_partial=False):
         if tuple(value.shape) != tuple(variable.shape):
             raise ConversionError(
                 f"{key}: shape {tuple(state_dict[key].shape)} (torch order) does not fit "
-                f"{variable.path} {tuple(variable.shape)}"
+                f"{variable.path} {tuple(variable.shape)}{_hrnet_hint(state_dict, name)}"
             )
         variable.assign(value.astype(variable.dtype))
         filled.add(id(variable))

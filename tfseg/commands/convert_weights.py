@@ -1,6 +1,9 @@
-"""Convert an original PyTorch checkpoint to tfseg: PraNet-19.pth (--model pranet, PraNet on Res2Net-50) or the
-Res2Net-50 ImageNet weights res2net50_v1b_26w_4s-3cf99910.pth (--model res2net50, for --backbone_weights).
-Needs torch (pip install .[torch]). Thin wrapper over tfseg.convert.convert_checkpoint."""
+"""Convert an original PyTorch checkpoint to tfseg: PraNet-19.pth (--model pranet, PraNet on Res2Net-50), the
+Res2Net-50 ImageNet weights res2net50_v1b_26w_4s-3cf99910.pth (--model res2net50, for PraNet's --backbone_weights)
+or the HRNet ImageNet weights hrnetv2_w48_imagenet_pretrained.pth, hrnetv2_w18_imagenet_pretrained.pth,
+hrnet_w18_small_model_v1.pth (--model hrnet_w48, hrnet_w18, hrnet_w18_small: the trunk of EAR-Net's --config w48,
+w18, small, for train_earnet.py --backbone_weights). Needs torch (pip install .[torch]). Thin wrapper over
+tfseg.convert.convert_checkpoint."""
 
 import argparse
 

@@ -17,8 +17,8 @@ def parse_args(argv=None):
         p,
         "model",
         required=True,
-        help="a .keras file, a training run's export folder (holding model.keras) or a "
-        "PraNet .weights.h5 file (with --backbone)",
+        help="a .keras file, a training run's export folder (holding model.keras), a preset (a folder such as "
+        "<run>/preset, an hf:// or kaggle:// handle, a registry name) or a PraNet .weights.h5 file (with --backbone)",
     )
     add(
         p,
@@ -74,18 +74,25 @@ def export(args):
     from tfseg.export import check_formats, export_model  # TensorFlow after the flags
     from tfseg.files import refuse_inside
     from tfseg.inference.predictor import check_fingerprint, load_keras_model, read_metadata
+    from tfseg.models import preset
     from tfseg.quantization import QuantizationSettings
 
-    source = Path(args.model)
     formats = check_formats(f.strip() for f in args.formats.split(",") if f.strip())
-    if source.is_dir():
-        source = source / "model.keras"
-    if not source.is_file():
-        raise FileNotFoundError(f"Model not found: {source}")
-    refuse_inside(args.output, [source])
-    stored = read_metadata(source)
-    check_fingerprint(source, stored)
-    model = load_keras_model(source, args.backbone)
+    if preset.is_handle(args.model):  # its folder (a run's <run>/preset) or a download
+        model, stored = preset.load(args.model)
+        source = Path(args.model) / preset.WEIGHTS_FILE  # a run's <run>/preset/: args.json two levels up
+        if source.is_file():
+            refuse_inside(args.output, [args.model])
+    else:
+        source = Path(args.model)
+        if source.is_dir():
+            source = source / "model.keras"
+        if not source.is_file():
+            raise FileNotFoundError(f"Model not found: {source}")
+        refuse_inside(args.output, [source])
+        stored = read_metadata(source)
+        check_fingerprint(source, stored)
+        model = load_keras_model(source, args.backbone)
     # the size: asked for (H [W]), else the one the model was exported at, else its own (inference spec)
     input_size = (args.input_size * 2)[:2] if args.input_size else (stored or {}).get("input_size")
     training = (stored or {}).get("training")  # how it was trained and chosen: the protocol card reads it
@@ -93,7 +100,7 @@ def export(args):
     settings = QuantizationSettings(
         args.calibration,
         args.validation,
-        str(run_dir) if (run_dir / "args.json").is_file() else None,  # else the training record's run folder
+        str(run_dir) if source.is_file() and (run_dir / "args.json").is_file() else None,  # else the record's
         args.max_dice_drop,
         args.calibration_images,
     )

@@ -16,7 +16,8 @@ def parse_args(argv=None):
         "model",
         nargs="+",
         help="an export folder (--runtime picks its file), a SavedModel folder, a .keras, .onnx or "
-        ".tflite file, or a PraNet .weights.h5 file (with --backbone); several: compared, the first as reference",
+        ".tflite file, a preset (a folder such as <run>/preset, an hf:// or kaggle:// handle, a registry name) or a "
+        "PraNet .weights.h5 file (with --backbone); several: compared, the first as reference",
     )
     add(
         source,
@@ -91,7 +92,8 @@ def evaluate_model(args):
     from tfseg.evaluation.protocol import card_lines
     from tfseg.evaluation.report import results_markdown
 
-    source = Path(sources[0])
+    # a hub handle's results go to the current folder, named after it
+    source = Path(sources[0].rstrip("/").split("/")[-1]) if "://" in sources[0] else Path(sources[0])
     name = source.name.removesuffix(".weights.h5") if source.name.endswith(".weights.h5") else source.stem
     output = args.output or str(source.parent / f"{name}_eval")
     predictor, task = None, args.task or "polyp"

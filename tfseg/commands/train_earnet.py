@@ -32,7 +32,7 @@ def parse_args(argv=None):
             for name, recipe in RECIPES.items()
         )
         + " (cpu: lr 1e-3 adam / 1e-2 sgd, stage2_lr lr / 10). official starts from the HRNet-W48 ImageNet weights "
-        "(--init_weights, or --init_weights none)",
+        "(--backbone_weights FILE, or --backbone_weights none)",
     )
     add(
         p,
@@ -49,6 +49,14 @@ def parse_args(argv=None):
         help="--stage 2 alone starts from the stage-1 weights given as --init_weights",
     )
     add(p, "config", choices=["small", "w18", "w48"], help="HRNet width (small: W18-small-v1)")
+    add(
+        p,
+        "backbone_weights",
+        metavar="FILE.weights.h5|none",
+        help="the trunk's start in stage 1: HRNet ImageNet weights of the --config's width, converted by "
+        "convert_weights.py --model hrnet_w48|hrnet_w18|hrnet_w18_small (none: from scratch); unused with "
+        "--init_weights (a whole model's weights)",
+    )
     add(p, "stage2_epochs", type=int, help="(default: the recipe's; on --resume: as stored)")
     add(
         p,

@@ -277,8 +277,13 @@ class Predictor:
 
     @classmethod
     def load(cls, path, input_size=None, backbone=None, runtime=None, tta=False):
-        """A model file, a SavedModel folder or an export folder (`runtime`: a format of EXPORT_FILES picks its
-        file, default the fastest: `pick_export`); `input_size` overrides the training size of the metadata."""
+        """A model file, a SavedModel folder, an export folder (`runtime`: a format of EXPORT_FILES picks its
+        file, default the fastest: `pick_export`) or a preset (a folder, an hf:// or kaggle:// handle or a registry
+        name: tfseg.models.preset); `input_size` overrides the training size of the metadata."""
+        from tfseg.models import preset
+
+        if preset.is_handle(path):
+            return cls.load_preset(path, input_size, runtime, tta)
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"Model not found: {path}")
@@ -299,6 +304,30 @@ class Predictor:
             str(path),
             tta,
             {**(metadata or {}), **(export_metadata or {})},
+        )
+
+    @classmethod
+    def load_preset(cls, handle, input_size=None, runtime=None, tta=False):
+        """A preset (tfseg.models.preset), run by Keras; its tfseg.json (with the training record) as metadata."""
+        from tfseg.models import preset
+
+        if runtime not in (None, "keras"):
+            raise ValueError(
+                f"{handle} is a preset (Keras weights): it runs with --runtime keras; for {runtime} export it "
+                "first (export_model.py --model PRESET)"
+            )
+        model, metadata = preset.load(handle)
+        metadata = metadata or model.inference_spec()
+        spec = spec_of(metadata, handle)
+        return cls(
+            KerasRuntime(model, spec["prediction_output"]),
+            input_size or spec["input_size"],
+            spec["normalization"],
+            spec["activation"],
+            spec["task"],
+            str(handle),
+            tta,
+            metadata,
         )
 
     @property

@@ -6,11 +6,13 @@ to its target's exact shape, so odd sizes (DRIVE's 584x565) work. All convs are 
 """
 
 import dataclasses
+import os
 
 import keras
 from keras import ops
 
 from tfseg.models.blocks import ConvBN, ResizeLike, resize_bilinear
+from tfseg.models.preset import Preset
 from tfseg.models.spec import SPEC_KEY, InferenceSpec, without_spec
 
 
@@ -34,6 +36,13 @@ HRNET_CONFIGS = {
     "w18": HRNetConfig(4, 64, ((1, 4, (18, 36)), (4, 4, (18, 36, 72)), (3, 4, (18, 36, 72, 144))), 512, 256, 256),
     # the paper's trunk, with OCR MID 512 / KEY 256 and 256-channel attention heads as the official code
     "w48": HRNetConfig(4, 64, ((1, 4, (48, 96)), (4, 4, (48, 96, 192)), (3, 4, (48, 96, 192, 384))), 512, 256, 256),
+}
+# the official ImageNet checkpoint of each trunk (HRNet-Image-Classification, HRNet-Semantic-Segmentation) and the
+# convert_weights.py --model kind that converts it into `hrnet_trunk(config)` weights
+IMAGENET_CHECKPOINTS = {
+    "small": ("hrnet_w18_small", "hrnet_w18_small_model_v1.pth"),
+    "w18": ("hrnet_w18", "hrnetv2_w18_imagenet_pretrained.pth"),
+    "w48": ("hrnet_w48", "hrnetv2_w48_imagenet_pretrained.pth"),
 }
 
 
@@ -88,8 +97,11 @@ def transition(branches, channels, name, norm="batch"):
     return out + [new(branches[-1])]
 
 
-def hrnet_features(images, config, norm="batch"):
-    """The HRNetV2 head input: all four branches resized to the stride-4 branch and concatenated."""
+TRUNK_LEVELS = ("P2", "P3", "P4", "P5")  # the four branches of stage 4, strides 4, 8, 16, 32
+
+
+def hrnet_branches(images, config, norm="batch"):
+    """The HRNetV2 trunk (HighResolutionNet up to stage 4): its four branches, high to low resolution."""
     x = ConvBN(config.stem_channels, 3, strides=2, activation="relu", norm=norm, name="stem_conv1")(images)  # H/2
     x = ConvBN(config.stem_channels, 3, strides=2, activation="relu", norm=norm, name="stem_conv2")(x)  # H/4
     for b in range(config.stage1_blocks):
@@ -103,8 +115,59 @@ def hrnet_features(images, config, norm="batch"):
                 for i, (x, c) in enumerate(zip(branches, channels))
             ]
             branches = fuse(branches, channels, name=f"stage{s}_module{m + 1}_fuse", norm=norm)
+    return branches  # H/4, H/8, H/16, H/32 (each rounded up)
+
+
+def hrnet_features(images, config, norm="batch"):
+    """The HRNetV2 head input: all four branches resized to the stride-4 branch and concatenated."""
+    branches = hrnet_branches(images, config, norm)
     upsampled = [branches[0]] + [ResizeLike(name=f"head_up{i}")(b, branches[0]) for i, b in enumerate(branches[1:], 1)]
     return keras.layers.Concatenate(name="head_concat")(upsampled)
+
+
+def hrnet_trunk(config="small", norm="batch"):
+    """The trunk alone as a functional model, images -> {"P2": stride 4, ..., "P5": stride 32} (`TRUNK_LEVELS`),
+    its layers named as in HRNetOCR: what `convert_weights.py --model hrnet_*` saves (`.weights.h5`) and
+    `HRNetOCR.load_trunk_weights` loads."""
+    images = keras.Input((None, None, 3), name="images")
+    branches = hrnet_branches(images, HRNET_CONFIGS[config], norm)
+    return keras.Model(images, dict(zip(TRUNK_LEVELS, branches)), name=f"hrnet_{config}_trunk")
+
+
+def trunk_config_of(path):
+    """The HRNET_CONFIGS name of the trunk a weights file holds, recognised by the kernel of its first transition
+    conv (stage-1 width -> stage-2 branch-0 width: 128 -> 16, 256 -> 18, 256 -> 48); None when no config's is in
+    it (another model's weights). Keras names a file's groups by layer class, not layer name, so this looks at
+    the shapes."""
+    import h5py  # a Keras dependency
+
+    shapes = set()
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda _, item: shapes.add(item.shape) if isinstance(item, h5py.Dataset) else None)
+    for name, c in HRNET_CONFIGS.items():
+        if (3, 3, c.stage1_channels * 4, c.stages[0][2][0]) in shapes:
+            return name
+    return None
+
+
+def check_trunk_weights(path, config, norm="batch"):
+    """Raises ValueError, in one line, unless `path` holds the weights of `hrnet_trunk(config, norm)`."""
+    kind, checkpoint = IMAGENET_CHECKPOINTS[config]
+    wanted = f"convert_weights.py {checkpoint} OUT.weights.h5 --model {kind}"
+    if not os.path.isfile(path):
+        raise ValueError(f"No such HRNet trunk weights file: {path} (written by {wanted})")
+    found = trunk_config_of(path)
+    if found is None:
+        raise ValueError(
+            f"{path} holds no HRNet trunk weights (written by {wanted}; a whole model's weights go to --init_weights)"
+        )
+    if found != config:
+        raise ValueError(
+            f"{path} holds an HRNet {found} trunk, the model's trunk is {config}: give --config {found}, or a "
+            f"{config} trunk ({wanted})"
+        )
+    if norm != "batch":
+        raise ValueError(f"HRNet trunk weights hold BatchNorm statistics: they need norm 'batch', not {norm!r}")
 
 
 def residual_block_stack(x, channels, blocks, name, norm="batch"):
@@ -235,7 +298,7 @@ def scale_as(x, reference):
 
 
 @keras.saving.register_keras_serializable(package="tfseg")
-class HRNetOCR(InferenceSpec, keras.Model):
+class HRNetOCR(Preset, InferenceSpec, keras.Model):
     """HRNetV2-OCR with hierarchical multi-scale attention (Tao et al., 2020): EAR-Net's stage-1 network.
 
     Outputs, in training and inference alike: {"pred", "aux", "pred_05", "pred_10"}, logits with `num_classes`
@@ -275,6 +338,21 @@ class HRNetOCR(InferenceSpec, keras.Model):
         self.region_batchnorm, self.norm = region_batchnorm, norm
         heads = {"scale_attention": "scale_attn", **self.extra_heads}
         self.net = single_scale_network(HRNET_CONFIGS[config], num_classes, heads, region_batchnorm, norm)
+
+    def load_trunk_weights(self, path):
+        """Fills the trunk's layers with `path`, the weights of an `hrnet_trunk` of this config (e.g. the ImageNet
+        weights converted by `convert_weights.py --model hrnet_w48`); the OCR and attention heads keep theirs.
+        Raises ValueError (`check_trunk_weights`) for another width's trunk or another model's weights."""
+        check_trunk_weights(path, self.config_name, self.norm)
+        self.trunk().load_weights(path)
+
+    def trunk(self):
+        """The trunk of the single-scale network as a model of its own layers, images -> {"P2", ..., "P5"}: the
+        graph of `hrnet_trunk`, so its weights files load into it."""
+        stages = HRNET_CONFIGS[self.config_name].stages
+        last = f"stage{len(stages) + 1}_module{stages[-1][0]}_fuse_relu"  # the last fuse's ReLU of each branch
+        outputs = {level: self.net.get_layer(f"{last}{i}").output for i, level in enumerate(TRUNK_LEVELS)}
+        return keras.Model(self.net.input, outputs, name=f"hrnet_{self.config_name}_trunk")
 
     def modulate(self, logits, outputs):
         """The logits of one pass, before fusion (EARNet modulates them)."""

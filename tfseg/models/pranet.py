@@ -8,6 +8,7 @@ from keras import ops
 
 from tfseg.models.backbones import BACKBONES, build_backbone
 from tfseg.models.blocks import ConvBN, ResizeLike, Upsample2x, resize_bilinear
+from tfseg.models.preset import Preset
 from tfseg.models.spec import SPEC_KEY, InferenceSpec, size_pair, without_spec
 
 
@@ -124,8 +125,36 @@ class ReverseAttention(keras.layers.Layer):
         }
 
 
+CONVERT_ORIGINAL = (
+    "convert the authors' checkpoint PraNet-19.pth (github.com/DengPingFan/PraNet) with `python convert_weights.py "
+    "PraNet-19.pth PraNet-19.keras --model pranet` (needs torch: pip install 'tfseg[torch]'), then use PraNet-19.keras "
+    "as it is (--model PraNet-19.keras) or save it as a preset: "
+    "`keras.models.load_model('PraNet-19.keras').save_to_preset('pranet_res2net50_original')` after `import "
+    "tfseg.models`, and load that folder"
+)
+# What tfseg builds without a hosted preset (tfseg.models.preset); a trained preset hosted on a hub is an entry
+# {"description", "handle": "hf://owner/name" or "kaggle://..."}.
+PRESETS = {
+    "pranet_resnet50_imagenet": {
+        "description": "PraNet on ResNet50 with the keras.applications ImageNet weights (downloaded once into "
+        "~/.keras/models); the decoder is untrained: a start for training",
+        "config": {"backbone": "resnet50", "backbone_weights": "imagenet"},
+    },
+    "pranet_mobilenetv2_imagenet": {
+        "description": "PraNet on MobileNetV2 with the keras.applications ImageNet weights (downloaded once into "
+        "~/.keras/models); the decoder is untrained: a start for training",
+        "config": {"backbone": "mobilenetv2", "backbone_weights": "imagenet"},
+    },
+    "pranet_res2net50_original": {
+        "description": "The original PraNet-19 (Res2Net-50, trained on Kvasir-SEG + CVC-ClinicDB by Fan et al.), "
+        "imported from the authors' PyTorch checkpoint",
+        "instructions": CONVERT_ORIGINAL,
+    },
+}
+
+
 @keras.saving.register_keras_serializable(package="tfseg")
-class PraNet(InferenceSpec, keras.Model):
+class PraNet(Preset, InferenceSpec, keras.Model):
     """PraNet on a feature-pyramid backbone.
 
     Input: normalised RGB `(B, H, W, 3)` (`tfseg.preprocessing.normalize` with `model.normalization`), H and W
@@ -161,6 +190,8 @@ class PraNet(InferenceSpec, keras.Model):
         self.backbone_weights = backbone_weights
         self.channels = channels
         self.input_size = size_pair(input_size)
+
+    presets = PRESETS
 
     # === Inference spec (tfseg.models.spec): the training size, the backbone's normalisation ===
     output_names = ("global", "ra4", "ra3", "ra2")

@@ -7,6 +7,7 @@ runs/<name>/
   checkpoints/        tf.train checkpoints of model + optimizer + epoch (last 2 kept)
   best.weights.h5     the weights with the best validation Dice
   export/             SavedModel, model.keras and tfseg.json, written at the end
+  preset/             the best model as a preset (tfseg.models.preset) with its model card, written at the end
 """
 
 import csv
@@ -36,6 +37,7 @@ class RunDirectory:
         self.tensorboard = os.path.join(path, "tensorboard")
         self.best_weights = os.path.join(path, "best.weights.h5")
         self.export = os.path.join(path, "export")
+        self.preset = os.path.join(path, "preset")
         # Every MWMS task takes part in saving a checkpoint; only the chief's copy is kept.
         self.checkpoints = os.path.join(path, "checkpoints" if chief else f".checkpoints_worker{worker_id}")
 

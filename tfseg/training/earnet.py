@@ -24,7 +24,7 @@ from tfseg.evaluation import vessel as vessel_metrics
 from tfseg.export import check_export_folder
 from tfseg.losses import CRITERIA, EARNetLoss
 from tfseg.models.earnet import EARNet, error_map
-from tfseg.models.hrnet import HRNetOCR
+from tfseg.models.hrnet import IMAGENET_CHECKPOINTS, HRNetOCR, check_trunk_weights
 from tfseg.training.checkpoints import RunDirectory
 from tfseg.training.loop import (
     SegmentationTrainer,
@@ -44,7 +44,7 @@ DATASETS = ("drive", "stare", "chase", "folder")
 TEST_IDS = "test_ids.txt"  # in the run folder: the held-out test images of the split protocol
 
 
-NO_INIT = "none"  # init_weights: train stage 1 from scratch although the recipe starts from ImageNet weights
+NO_INIT = "none"  # backbone_weights: train stage 1 from scratch although the recipe starts from ImageNet weights
 RECIPES = {
     # trains from scratch on a CPU (STARE in docs/BENCHMARKS.md); lr (stage2_lr) left out: 1e-3 adam or 1e-2 sgd
     # (lr / 10), as before recipes existed
@@ -88,9 +88,11 @@ RECIPE_FIELDS = tuple(RECIPES["official"])  # the settings a recipe covers
 class EARNetConfig(TrainingConfig):
     """The settings of `RECIPE_FIELDS` left None take the recipe's value (`RECIPES[recipe]`), so explicit ones
     override it: `EARNetConfig(data_path, recipe="official", crop=384)`. The official recipe starts stage 1 from
-    ImageNet weights (`init_weights`, or `NO_INIT`). `init_weights`: the HRNet-OCR weights stage 1 starts from,
-    or, when stage 2 is trained alone, the stage-1 weights it starts from. `export_dir`: where the last stage's
-    model goes (default `stage{1,2}/export`)."""
+    the trunk's ImageNet weights (`backbone_weights`, or `NO_INIT`). `backbone_weights`: an `hrnet_trunk`
+    .weights.h5 (convert_weights.py --model hrnet_w48 | hrnet_w18 | hrnet_w18_small) loaded into the trunk before
+    stage 1; unused with `init_weights`: a whole HRNet-OCR's weights stage 1 starts from, or, when stage 2 is
+    trained alone, the stage-1 weights it starts from. `export_dir`: where the last stage's model goes (default
+    `stage{1,2}/export`)."""
 
     epochs: int = None  # stage 1
     lr: float = None  # stage 1
@@ -101,6 +103,7 @@ class EARNetConfig(TrainingConfig):
     recipe: str = "cpu"  # cpu | official
     dataset: str = "folder"  # drive | stare | chase | folder: which split protocol
     config: str = None  # small | w18 | w48
+    backbone_weights: str = None  # the trunk's start: an hrnet_trunk .weights.h5 of `config`, or NO_INIT
     stage2_epochs: int = None
     optimizer: str = None  # adam | sgd
     stage2_lr: float = None
@@ -136,26 +139,43 @@ class EARNetConfig(TrainingConfig):
 
     @property
     def start_weights(self):
-        """`init_weights`, None for `NO_INIT`."""
+        """`init_weights`, None for `NO_INIT` (the official recipe's opt-out before `backbone_weights`)."""
         return None if self.init_weights == NO_INIT else self.init_weights
+
+    @property
+    def trunk_weights(self):
+        """`backbone_weights` when stage 1 loads them (no `init_weights`), None for `NO_INIT`."""
+        return None if self.backbone_weights == NO_INIT or self.start_weights else self.backbone_weights
 
     def recipe_card(self):
         """The recipe's name, the values of the settings it covers and those changed from the recipe's."""
         settings = {name: getattr(self, name) for name in RECIPE_FIELDS}
         recipe = RECIPES[self.recipe]
         changed = {name: value for name, value in settings.items() if name in recipe and value != recipe[name]}
-        return {"name": self.recipe, "settings": settings, "changed": changed, "init_weights": self.init_weights}
+        return {
+            "name": self.recipe,
+            "settings": settings,
+            "changed": changed,
+            "backbone_weights": self.backbone_weights,
+            "init_weights": self.init_weights,
+        }
 
 
 def check_start(config, stages):
-    """The official recipe trains stage 1 from the HRNet-W48 ImageNet weights: refuses to start without them
-    (or the explicit `NO_INIT`)."""
-    if config.recipe == "official" and 1 in stages and config.init_weights is None:
+    """Before any run folder: the official recipe trains stage 1 from the HRNet-W48 ImageNet weights, so it refuses
+    to start without them (`backbone_weights`), the explicit `NO_INIT` or a whole model's `init_weights`; trunk
+    weights stage 1 would load must fit its trunk (`check_trunk_weights`)."""
+    if 1 not in stages:
+        return
+    if config.recipe == "official" and config.init_weights is None and config.backbone_weights is None:
+        kind, checkpoint = IMAGENET_CHECKPOINTS[config.config]
         raise ValueError(
-            "--recipe official starts from the HRNet-W48 ImageNet weights: give them as --init_weights "
-            "FILE.weights.h5 (converted by convert_weights.py --model hrnet_w48, not available yet), or "
-            f"--init_weights {NO_INIT} to train from scratch"
+            f"--recipe official starts from the HRNet ImageNet weights: convert {checkpoint} with convert_weights.py "
+            f"--model {kind} and give the file as --backbone_weights FILE.weights.h5, or --backbone_weights "
+            f"{NO_INIT} to train from scratch"
         )
+    if config.trunk_weights:
+        check_trunk_weights(config.trunk_weights, config.config, config.norm)
 
 
 def make_optimizer(config, stage, total_steps):
@@ -193,6 +213,10 @@ class EARNetTrainer(SegmentationTrainer):
     """Stage 1 (HRNetOCR) or stage 2 (EARNet from `stage1_weights`, with `error_maps` per training pair)."""
 
     score_name = "val_F1"
+    validation_protocol = (
+        "pooled Acc, Se, Sp, F1 (at 0.5) and AUC (tfseg.evaluation.vessel) of the multi-scale prediction on the full "
+        "validation images"
+    )
 
     def __init__(self, config, strategy, stage, total_steps, stage1_weights=None, error_maps=None):
         self.stage, self.total_steps = stage, total_steps
@@ -207,6 +231,8 @@ class EARNetTrainer(SegmentationTrainer):
         start = c.start_weights if self.stage == 1 else self.stage1_weights
         if start:
             stage1.load_weights(start)
+        elif self.stage == 1 and c.trunk_weights:
+            stage1.load_trunk_weights(c.trunk_weights)  # ImageNet trunk, new heads
         return stage1 if self.stage == 1 else built(EARNet.from_stage1(stage1, c.modulation))
 
     def make_optimizer(self):

@@ -11,6 +11,7 @@ import datetime
 import json
 import logging
 import os
+import sys
 
 import keras
 import numpy as np
@@ -21,6 +22,7 @@ from tfseg import files
 from tfseg.data.duplicates import DATA_CHECK
 from tfseg.evaluation.threshold import choose as choose_threshold
 from tfseg.export import export_model
+from tfseg.models.preset import command_line, save_preset
 from tfseg.training.checkpoints import RunDirectory
 from tfseg.training.strategy import is_chief, is_multiworker, task_id
 
@@ -68,6 +70,7 @@ class SegmentationTrainer:
     epoch. Subclasses give the model, optimizer, per-image loss, datasets and validation."""
 
     score_name = "val_dice"  # the validation metric that picks the best weights
+    validation_protocol = None  # how `validate` measures (the model card says it)
 
     def __init__(self, config, strategy):
         self.config, self.strategy = config, strategy
@@ -273,6 +276,7 @@ def training_record(trainer, run, train_pairs, val_pairs, val_data):
             "epochs": int(trainer.epoch.numpy()),
         },
         "validation": {"split": _validation_split(config), **image_digests(val_pairs)},
+        "validation_protocol": trainer.validation_protocol,
         "training_images": image_digests(train_pairs),
         "threshold": choose_threshold(task, trainer.validation_maps(val_data)),
         "near_duplicates": near_duplicates,
@@ -295,13 +299,30 @@ def image_digests(pairs):
 
 def export_best(trained, run, config, record=None):
     """Copies the best weights into a float32 single-device copy of the trained model (outside any strategy and
-    mixed-precision policy) and exports it to `config.export_dir` or the run's export folder, with `record`
-    (`training_record`) in its tfseg.json; returns {format: path}."""
+    mixed-precision policy), writes it as the preset `<run>/preset` (its model card from `preset_record`) and
+    exports it to `config.export_dir` or the run's export folder, with `record` (`training_record`) in its
+    tfseg.json; returns {format: path, "preset": folder}."""
     keras.mixed_precision.set_dtype_policy("float32")
     model = type(trained).from_config(trained.get_config())
     model(np.zeros((1, 64, 64, 3), "float32"), training=False)  # builds subclassed models
     model.set_weights(trained.get_weights())
     if os.path.isfile(run.best_weights):
         model.load_weights(run.best_weights)
+    training = preset_record(run, config, record) if record else None
+    folder = save_preset(model, run.preset, training, overwrite=True)  # the run's own: a resumed run replaces it
+    log.info("Preset of the best model: %s", folder)
     exported = export_model(model, config.export_dir or run.export, training=record)
-    return {name: result["path"] for name, result in exported.items()}
+    return {**{name: result["path"] for name, result in exported.items()}, "preset": folder}
+
+
+def preset_record(run, config, record):
+    """The training record plus what the preset's model card shows: the data, the validation metrics of the chosen
+    epoch (log.csv), the command line and the settings (args.json)."""
+    best = next((row for row in run.read_log() if row["epoch"] == record["checkpoint"]["epoch"]), {})
+    return {
+        **record,
+        "data_path": config.data_path,
+        "metrics": {key: value for key, value in best.items() if key not in ("epoch", "loss", "lr")},
+        "command": command_line(sys.argv),
+        "settings": json.loads(json.dumps(dataclasses.asdict(config))),
+    }

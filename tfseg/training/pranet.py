@@ -75,6 +75,8 @@ def dice_per_image(logits, masks):
 class PraNetTrainer(SegmentationTrainer):
     """PraNet: Adam, structure loss over the four maps, step decay, optional multi-scale steps."""
 
+    validation_protocol = "mean per-image Dice of sigmoid(ra2) > 0.5 at the input size, inference mode (val_dice)"
+
     def __init__(self, config, strategy):
         self.loss_fn = StructureLoss(config.weighted_bce, reduction=None)
         self.sizes = pipeline.multiscale_sizes(config.input_size) if config.multiscale else [config.input_size]
