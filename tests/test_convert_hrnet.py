@@ -178,6 +178,10 @@ def test_official_recipe_asks_for_backbone_weights(small, w18, tmp_path):
     message = error_of("--config", "w18", "--backbone_weights", str(tmp_path / "missing.weights.h5"))
     assert "No such HRNet trunk weights file" in message and "--model hrnet_w18)" in message
     assert not list(tmp_path.iterdir())  # refused before any run folder
+    damaged = tmp_path / "damaged.weights.h5"
+    damaged.write_text("not HDF5")
+    message = error_of("--config", "small", "--backbone_weights", str(damaged))
+    assert f"{damaged} cannot be read as a Keras weights file" in message
 
     args = train_earnet.parse_args(["--data_path", "x", "--recipe", "official", "--backbone_weights", "none"])
     config = cli.config_from_args(earnet.EARNetConfig, args, scales=tuple(args.scales))

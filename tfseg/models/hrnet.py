@@ -137,13 +137,16 @@ def hrnet_trunk(config="small", norm="batch"):
 def trunk_config_of(path):
     """The HRNET_CONFIGS name of the trunk a weights file holds, recognised by the kernel of its first transition
     conv (stage-1 width -> stage-2 branch-0 width: 128 -> 16, 256 -> 18, 256 -> 48); None when no config's is in
-    it (another model's weights). Keras names a file's groups by layer class, not layer name, so this looks at
-    the shapes."""
+    it (another model's weights); ValueError for a file h5py cannot read. Keras names a file's groups by layer
+    class, not layer name, so this looks at the shapes."""
     import h5py  # a Keras dependency
 
     shapes = set()
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda _, item: shapes.add(item.shape) if isinstance(item, h5py.Dataset) else None)
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda _, item: shapes.add(item.shape) if isinstance(item, h5py.Dataset) else None)
+    except OSError as error:  # not HDF5, truncated
+        raise ValueError(f"{path} cannot be read as a Keras weights file ({error})") from None
     for name, c in HRNET_CONFIGS.items():
         if (3, 3, c.stage1_channels * 4, c.stages[0][2][0]) in shapes:
             return name
