@@ -16,7 +16,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 import numpy as np  # noqa: E402
 
 from tfseg.export import export_model  # noqa: E402
-from tfseg.inference.predictor import EXPORT_FILES, load_runtime, read_metadata  # noqa: E402
+from tfseg.files import read_metadata  # noqa: E402
+from tfseg.inference.predictor import EXPORT_FILES, load_runtime  # noqa: E402
 from tfseg.models import PraNet  # noqa: E402
 
 

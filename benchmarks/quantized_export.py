@@ -21,7 +21,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 import numpy as np  # noqa: E402
 
 from tfseg.export import FORMATS, export_model  # noqa: E402
-from tfseg.inference.predictor import EXPORT_FILES, load_keras_model, load_runtime, read_metadata  # noqa: E402
+from tfseg.files import read_metadata  # noqa: E402
+from tfseg.inference.predictor import EXPORT_FILES, load_keras_model, load_runtime  # noqa: E402
 from tfseg.inference.runtimes import interleaved_times  # noqa: E402
 from tfseg.models import PraNet  # noqa: E402
 from tfseg.quantization import QUANTIZED, QuantizationSettings  # noqa: E402

@@ -17,8 +17,8 @@ from tests.model_test_case import check_export_parity
 from tfseg.data.synthetic import polyp_sample, write_polyp_video
 from tfseg.export import ExportMismatchError
 from tfseg.export import export_model as export
+from tfseg.files import ModelFileError
 from tfseg.inference import Predictor, segment_video
-from tfseg.inference.predictor import ModelFileError
 from tfseg.models import PraNet
 
 INPUT_SIZE = 64

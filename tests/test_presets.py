@@ -18,8 +18,8 @@ import infer_image
 import test_model
 from tests.helpers import max_abs_diff, random_images
 from tfseg import files
+from tfseg.files import ModelFileError
 from tfseg.inference import Predictor
-from tfseg.inference.predictor import ModelFileError
 from tfseg.models import EARNet, HRNetOCR, PraNet, preset
 from tfseg.models.preset import PresetError
 

@@ -21,9 +21,9 @@ from tfseg.cli import RUNTIMES
 from tfseg.data import layouts
 from tfseg.data.synthetic import polyp_sample, write_polyp_dataset
 from tfseg.export import export_model as export
-from tfseg.files import write_json
+from tfseg.files import ModelFileError, write_json
 from tfseg.inference import Predictor
-from tfseg.inference.predictor import EXPORT_FILES, ModelFileError
+from tfseg.inference.predictor import EXPORT_FILES
 from tfseg.inference.runtimes import machine
 from tfseg.models.blocks import ResizeLike
 from tfseg.models.spec import SPEC_KEY, InferenceSpec, size_pair, without_spec

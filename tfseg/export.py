@@ -35,9 +35,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfseg import files, quantization
-from tfseg.inference.predictor import EXPORT_FILES, METADATA_FILE, load_runtime, probability_map
+from tfseg.files import METADATA_FILE
+from tfseg.inference.predictor import EXPORT_FILES, load_runtime, probability_map
 from tfseg.inference.runtimes import machine, median_latencies
-from tfseg.models.spec import size_pair
+from tfseg.models.spec import export_spec, model_metadata, size_pair
 from tfseg.quantization import QUANTIZED, QuantizationSettings
 
 log = logging.getLogger(__name__)
@@ -52,22 +53,6 @@ class ExportMismatchError(ValueError):
 
 class ExportFolderError(ValueError):
     """The output folder cannot take an export (it holds other things than an earlier export)."""
-
-
-def export_spec(model, input_size=None):
-    """The model's inference spec (tfseg.models.spec), with `input_size` (an int or (h, w)) for the size the
-    exported files are made for, if given."""
-    return {**model.inference_spec(), **({} if input_size is None else {"input_size": list(size_pair(input_size))})}
-
-
-def model_metadata(model, spec):
-    """tfseg.json: the inference spec under its own names, and which model it is."""
-    return {
-        "architecture": type(model).__name__,
-        "config": model.get_config(),
-        "outputs": list(model.output_names),
-        **spec,
-    }
 
 
 def input_spec(input_size):

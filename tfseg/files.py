@@ -1,4 +1,5 @@
-"""Files a user keeps: written whole or not at all, never over an input, and fingerprinted.
+"""Files a user keeps: written whole or not at all, never over an input, and fingerprinted; model files checked
+against the fingerprints of the `tfseg.json` that describes them.
 
 Every file tfseg writes for keeping (weights, args.json, logs, exports, reports, maps) goes through `atomic_path`:
 it is written under a temporary name in its own folder (`.tmp<pid>.<name>`, the same suffix, hidden from the
@@ -12,16 +13,24 @@ import ctypes
 import ctypes.util
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import sys
+from pathlib import Path
 
 TEMPORARY = re.compile(r"^\.tmp(\d+)\.")  # `.tmp<pid>.<name>`: what atomic_path and temporary_folder create
+METADATA_FILE = "tfseg.json"  # an export's or a preset's metadata: inference spec, fingerprints, training record
+log = logging.getLogger(__name__)
 
 
 class OverwriteError(ValueError):
     """An output would be written over one of the command's own inputs."""
+
+
+class ModelFileError(ValueError):
+    """A model file that does not belong to the metadata beside it (changed, or left from another export)."""
 
 
 def temporary_name(path):
@@ -204,3 +213,50 @@ def refuse_inside(folder, inputs, what="output folder"):
             raise OverwriteError(
                 f"The {what} {folder} holds the input {path}, which writing it would replace: choose another folder"
             )
+
+
+def metadata_path(path):
+    """The `tfseg.json` that describes `path`: inside a SavedModel or export folder, or beside a file."""
+    path = Path(path)
+    return path / METADATA_FILE if path.is_dir() else path.parent / METADATA_FILE
+
+
+def read_metadata(path):
+    """The `tfseg.json` of an export (inside a SavedModel or export folder, or beside a file), or None."""
+    candidate = metadata_path(path)
+    if not candidate.is_file():
+        return None
+    try:
+        return json.loads(candidate.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelFileError(f"Cannot read {candidate}: {error}") from None
+
+
+def check_fingerprint(path, metadata):
+    """Refuses (ModelFileError) a model file that the `tfseg.json` describing it does not list, or whose content
+    differs from the fingerprint recorded at export. Metadata without fingerprints (exports of tfseg before they
+    existed) can only be trusted: a warning says so."""
+    if metadata is None:
+        return
+    source = metadata_path(path)
+    listed = metadata.get("files")
+    if listed is None:
+        log.warning(
+            "%s records no fingerprints (an export of an older tfseg): cannot check that %s belongs to "
+            "it; export the model again to be sure",
+            source,
+            path,
+        )
+        return
+    entry = next((entry for entry in listed.values() if same_file(source.parent / entry["path"], path)), None)
+    if entry is None:
+        raise ModelFileError(
+            f"{path} is not a file of the export described by {source} (it lists "
+            f"{', '.join(entry['path'] for entry in listed.values())}): remove it or export the "
+            "model again"
+        )
+    if fingerprint(path, {METADATA_FILE}) != entry["fingerprint"]:
+        raise ModelFileError(
+            f"{path} is not the file exported with {source} (its fingerprint differs: changed or "
+            "copied from another export): export the model again"
+        )

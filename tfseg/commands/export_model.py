@@ -72,8 +72,8 @@ def parse_args(argv=None):
 
 def export(args):
     from tfseg.export import check_formats, export_model  # TensorFlow after the flags
-    from tfseg.files import refuse_inside
-    from tfseg.inference.predictor import check_fingerprint, load_keras_model, read_metadata
+    from tfseg.files import check_fingerprint, read_metadata, refuse_inside
+    from tfseg.inference.predictor import load_keras_model
     from tfseg.models import preset
     from tfseg.quantization import QuantizationSettings
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfseg import files
+from tfseg.files import METADATA_FILE, ModelFileError, check_fingerprint, read_metadata
 from tfseg.inference.runtimes import (
     CPU_PREFERENCE,
     GPU_PREFERENCE,
@@ -33,7 +33,6 @@ from tfseg.inference.runtimes import (
 from tfseg.models.spec import size_pair
 from tfseg.preprocessing import normalize
 
-METADATA_FILE = "tfseg.json"
 EXPORT_FILES = {
     "tflite": "model.tflite",
     "onnx": "model.onnx",
@@ -47,10 +46,6 @@ FORMAT_OF_FILE = {file: name for name, file in EXPORT_FILES.items()}
 RETIMED = ("tflite", "onnx")  # runtimes cheap to load: re-timed at load when the export's timing does not apply
 RETIME_RUNS = 3
 log = logging.getLogger(__name__)
-
-
-class ModelFileError(ValueError):
-    """A model file that does not belong to the metadata beside it (changed, or left from another export)."""
 
 
 def prepare_images(images, input_size, normalization):
@@ -74,53 +69,6 @@ def probability_map(images, size, logits_fn, spec):
     the preprocessing of the inference `spec` (tfseg.models.spec)."""
     logits = logits_fn(prepare_images(images, spec["input_size"], spec["normalization"]))[spec["prediction_output"]]
     return logits_to_probability(logits, size, spec["activation"])
-
-
-def metadata_path(path):
-    """The `tfseg.json` that describes `path`: inside a SavedModel or export folder, or beside a file."""
-    path = Path(path)
-    return path / METADATA_FILE if path.is_dir() else path.parent / METADATA_FILE
-
-
-def read_metadata(path):
-    """The `tfseg.json` of an export (inside a SavedModel or export folder, or beside a file), or None."""
-    candidate = metadata_path(path)
-    if not candidate.is_file():
-        return None
-    try:
-        return json.loads(candidate.read_text())
-    except (OSError, ValueError) as error:
-        raise ModelFileError(f"Cannot read {candidate}: {error}") from None
-
-
-def check_fingerprint(path, metadata):
-    """Refuses (ModelFileError) a model file that the `tfseg.json` describing it does not list, or whose content
-    differs from the fingerprint recorded at export. Metadata without fingerprints (exports of tfseg before they
-    existed) can only be trusted: a warning says so."""
-    if metadata is None:
-        return
-    source = metadata_path(path)
-    listed = metadata.get("files")
-    if listed is None:
-        log.warning(
-            "%s records no fingerprints (an export of an older tfseg): cannot check that %s belongs to "
-            "it; export the model again to be sure",
-            source,
-            path,
-        )
-        return
-    entry = next((entry for entry in listed.values() if files.same_file(source.parent / entry["path"], path)), None)
-    if entry is None:
-        raise ModelFileError(
-            f"{path} is not a file of the export described by {source} (it lists "
-            f"{', '.join(entry['path'] for entry in listed.values())}): remove it or export the "
-            "model again"
-        )
-    if files.fingerprint(path, {METADATA_FILE}) != entry["fingerprint"]:
-        raise ModelFileError(
-            f"{path} is not the file exported with {source} (its fingerprint differs: changed or "
-            "copied from another export): export the model again"
-        )
 
 
 def load_keras_model(path, backbone=None):

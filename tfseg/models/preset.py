@@ -4,7 +4,7 @@ keras-hub), which `from_preset` loads from a local folder, a hub handle or a nam
   config.json       keras.saving.serialize_keras_object(model): "module", "class_name", "config", "registered_name"
   model.weights.h5  the weights
   metadata.json     keras_version, tfseg_version, parameter_count, date_saved
-  tfseg.json        what export writes (tfseg.export.model_metadata: the inference spec, tfseg.models.spec), the
+  tfseg.json        what export writes (tfseg.models.spec.model_metadata: the inference spec and the model), the
                     sha256 of config.json and model.weights.h5 (checked at load) and, for a trained model, how it
                     was trained and its checkpoint chosen ("training")
   README.md         the model card, written from tfseg.json
@@ -30,12 +30,12 @@ import keras
 import numpy as np
 
 from tfseg import files
-from tfseg.models.spec import SPEC_KEY
+from tfseg.models.spec import SPEC_KEY, export_spec, model_metadata
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
-SPEC_FILE = "tfseg.json"  # tfseg.inference.predictor.METADATA_FILE
+SPEC_FILE = files.METADATA_FILE  # tfseg.json
 CARD_FILE = "README.md"
 PRESET_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE, SPEC_FILE, CARD_FILE)
 HUBS = {  # scheme: (package, extra, handle form)
@@ -125,8 +125,6 @@ def _copy(source, target):
 
 
 def _write(model, folder, training):
-    from tfseg.export import export_spec, model_metadata  # TensorFlow-heavy: when saving
-
     config = keras.saving.serialize_keras_object(model)
     for key in ("build_config", "compile_config"):  # as KerasHub: the model is built from its config
         config.pop(key, None)
@@ -362,7 +360,6 @@ def load_folder(folder, cls=None, handle=None):
     against `cls`), config.json and the weights checked against the fingerprints of tfseg.json, the weights
     loaded."""
     import tfseg.models  # noqa: F401  registers the tfseg layers and models for deserialisation
-    from tfseg.inference.predictor import check_fingerprint, read_metadata
 
     source = handle or folder
     config_path, weights_path = os.path.join(folder, CONFIG_FILE), os.path.join(folder, WEIGHTS_FILE)
@@ -383,9 +380,9 @@ def load_folder(folder, cls=None, handle=None):
             f"{source} holds a model of class {found.__name__}, not {cls.__name__}: load it with "
             f"{found.__name__}.from_preset"
         )
-    metadata = read_metadata(folder)
+    metadata = files.read_metadata(folder)
     for path in (config_path, weights_path):
-        check_fingerprint(path, metadata)
+        files.check_fingerprint(path, metadata)
     model = keras.saving.deserialize_keras_object(config)
     if not model.built:  # a subclassed model (HRNetOCR) creates its weights on its first call
         model(np.zeros((1, 64, 64, 3), "float32"), training=False)

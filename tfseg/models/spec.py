@@ -41,3 +41,19 @@ def size_pair(size):
 def without_spec(config):
     """A get_config dict ready for the constructor."""
     return {key: value for key, value in config.items() if key != SPEC_KEY}
+
+
+def export_spec(model, input_size=None):
+    """The model's inference spec, with `input_size` (an int or (h, w)) for the size exported files are made for,
+    if given."""
+    return {**model.inference_spec(), **({} if input_size is None else {"input_size": list(size_pair(input_size))})}
+
+
+def model_metadata(model, spec):
+    """tfseg.json: the inference spec under its own names, and which model it is."""
+    return {
+        "architecture": type(model).__name__,
+        "config": model.get_config(),
+        "outputs": list(model.output_names),
+        **spec,
+    }
