@@ -31,9 +31,11 @@ train, _ = load_pairs(config)
 strategy = make_strategy("mirrored")
 assert strategy.num_replicas_in_sync == 2
 mirrored, single = PraNetTrainer(config, strategy), PraNetTrainer(config, make_strategy("default"))
-single.model.set_weights(mirrored.model.get_weights())
+fitted = PraNetTrainer(config, strategy)  # model.fit under the strategy: the same step, gclip included
+for trainer in (single, fitted):
+    trainer.model.set_weights(mirrored.model.get_weights())
 start = [v.numpy() for v in single.model.trainable_variables]
-for trainer in (mirrored, single):  # Adam's linear regime: float-order noise in tiny gradients stays tiny
+for trainer in (mirrored, single, fitted):  # Adam's linear regime: float-order noise in tiny gradients stays tiny
     trainer.optimizer.epsilon = 1.0
     trainer.optimizer.learning_rate.assign(1.0)
 images, masks = (tf.cast(t, tf.float64) for t in next(iter(single.train_dataset(train, epoch=0))))
@@ -45,7 +47,7 @@ def data_parallel_step(model, optimizer):
     total = None
     for half in (slice(0, 2), slice(2, 4)):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(single.loss_fn(masks[half], model(images[half], training=True))) / 4
+            loss = tf.reduce_sum(single.loss_fn.call(masks[half], model(images[half], training=True))) / 4
         grads = tape.gradient(loss, model.trainable_variables)
         total = grads if total is None else [a + b for a, b in zip(total, grads)]
     optimizer.apply([tf.clip_by_value(g, -config.gclip, config.gclip) for g in total], model.trainable_variables)
@@ -53,10 +55,13 @@ def data_parallel_step(model, optimizer):
 for _ in range(2):  # eagerly: the same step code without its 2-3 min trace (the next test runs it traced)
     mirrored._distributed_step(*next(batches), 64)
     data_parallel_step(single.model, single.optimizer)
-diff = max(float(np.max(np.abs(a.numpy() - b.numpy())))
-           for a, b in zip(mirrored.model.trainable_variables, single.model.trainable_variables))
+with strategy.scope():  # Keras splits each global batch of 4 into 2 + 2, as above
+    fitted.model.compile(**fitted.compile_arguments(), run_eagerly=True)
+fitted.model.fit(tf.data.Dataset.from_tensors((images, masks)).repeat(2), epochs=1, verbose=0)
+diff = lambda trainer: max(float(np.max(np.abs(a.numpy() - b.numpy())))
+                           for a, b in zip(trainer.model.trainable_variables, single.model.trainable_variables))
 moved = max(float(np.max(np.abs(a - b.numpy()))) for a, b in zip(start, single.model.trainable_variables))
-print("MAXDIFF", diff, "MOVED", moved)
+print("MAXDIFF", diff(mirrored), "FITDIFF", diff(fitted), "MOVED", moved)
 '''
 
 
@@ -65,8 +70,9 @@ def test_mirrored_step_equals_data_parallel_reference(polyp_dir, tmp_path):
     script.write_text(MIRRORED_SCRIPT)
     result = run_python([str(script), polyp_dir], env={"PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stderr[-3000:]
-    diff, moved = (float(v) for v in result.stdout.split("MAXDIFF")[1].split("MOVED"))
-    assert moved > 1e-4 and diff < 1e-6 * moved, (diff, moved)
+    measured = result.stdout.split("MAXDIFF")[1]
+    diff, fit_diff, moved = (float(v) for v in measured.replace("FITDIFF", "MOVED").split("MOVED"))
+    assert moved > 1e-4 and diff < 1e-6 * moved and fit_diff < 1e-6 * moved, (diff, fit_diff, moved)
 
 
 def free_ports(count):

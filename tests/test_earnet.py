@@ -124,9 +124,9 @@ def test_earnet_loss_weights():
     labels, errors = rng.integers(0, 2, (2, 6, 5)), rng.integers(0, 2, (2, 6, 5))
     ce = {k: masked_cross_entropy(labels, outputs[k]) for k in outputs if k != "error_attention"}
     expected = ce["pred"] + 0.4 * ce["aux"] + 0.05 * (ce["pred_05"] + ce["pred_10"])
-    np.testing.assert_allclose(EARNetLoss()(labels, outputs), expected, rtol=1e-6)
+    np.testing.assert_allclose(EARNetLoss(reduction=None)(labels, outputs), expected, rtol=1e-6)
     np.testing.assert_allclose(
-        EARNetLoss()(labels, outputs, errors),
+        EARNetLoss(reduction=None)({"labels": labels, "error_maps": errors}, outputs),
         expected + 0.5 * masked_mse(errors, outputs["error_attention"]),
         rtol=1e-6,
     )

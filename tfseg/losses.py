@@ -233,16 +233,30 @@ class RMILoss(_MaskedLoss):
 CRITERIA = {"ce": (MaskedCrossEntropy, MaskedCrossEntropy), "rmi": (RMILoss, MaskedSigmoidBCE)}
 
 
-class EARNetLoss:
+@keras.saving.register_keras_serializable(package="tfseg")
+class EARNetLoss(keras.losses.Loss):
     """EAR-Net's loss, per image: `L(J) + 0.4 L_aux(J_aux) + 0.05 (L_aux(up(p_0.5)) + L_aux(p_1.0))` over the outputs
-    of `HRNetOCR(training=True)`, plus `0.5 * MSE(A, E)` in stage 2 (`error_maps` given). `criterion`: "ce", cross-
-    entropy with ignore label 255 for every term, or "rmi", the official recipe's (`rmi_loss: true`): the criterion
-    is NVIDIA's `RMILoss` for every term, with its RMI part only on the fused prediction J (`do_rmi=True`), while
-    the aux and the single-scale terms get its sigmoid BCE alone (`do_rmi=False`, LOSS.OCR_AUX_RMI False)."""
+    of `HRNetOCR(training=True)`, plus `0.5 * MSE(A, E)` in stage 2. `y_true`: the labels, or in stage 2
+    {"labels": labels, "error_maps": E}; `y_pred`: the model's outputs whole (tfseg.models.supervision).
+    `criterion`: "ce", cross-entropy with ignore label 255 for every term, or "rmi", the official recipe's
+    (`rmi_loss: true`): the criterion is NVIDIA's `RMILoss` for every term, with its RMI part only on the fused
+    prediction J (`do_rmi=True`), while the aux and the single-scale terms get its sigmoid BCE alone (`do_rmi=False`,
+    LOSS.OCR_AUX_RMI False)."""
 
-    def __init__(self, aux_weight=0.4, scale_weight=0.05, error_weight=0.5, ignore_label=IGNORE_LABEL, criterion="ce"):
+    def __init__(
+        self,
+        aux_weight=0.4,
+        scale_weight=0.05,
+        error_weight=0.5,
+        ignore_label=IGNORE_LABEL,
+        criterion="ce",
+        reduction="sum_over_batch_size",
+        name="earnet_loss",
+        dtype=None,
+    ):
         if criterion not in CRITERIA:
             raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.aux_weight, self.scale_weight = aux_weight, scale_weight
         self.error_weight, self.ignore_label, self.criterion = error_weight, ignore_label, criterion
         self._terms = self.output_losses()
@@ -255,13 +269,26 @@ class EARNetLoss:
             **{name: other(self.ignore_label) for name in ("aux", "pred_05", "pred_10")},
         }
 
-    def __call__(self, labels, outputs, error_maps=None):
-        term = lambda key: self._terms[key].call(labels, ops.cast(outputs[key], "float32"))
+    def call(self, y_true, y_pred):
+        labels, error_maps = (
+            (y_true["labels"], y_true.get("error_maps")) if isinstance(y_true, dict) else (y_true, None)
+        )
+        term = lambda key: self._terms[key].call(labels, ops.cast(y_pred[key], "float32"))
         loss = term("pred") + self.aux_weight * term("aux") + self.scale_weight * (term("pred_05") + term("pred_10"))
         if error_maps is not None:
-            attention = ops.cast(outputs["error_attention"], "float32")
+            attention = ops.cast(y_pred["error_attention"], "float32")
             loss = loss + self.error_weight * masked_mse(error_maps, attention, self.ignore_label)
         return loss
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "aux_weight": self.aux_weight,
+            "scale_weight": self.scale_weight,
+            "error_weight": self.error_weight,
+            "ignore_label": self.ignore_label,
+            "criterion": self.criterion,
+        }
 
     def compile_arguments(self, error_maps=False):
         """{"loss", "loss_weights"} for `model.compile(**...)`: this loss as Keras' weighted sum of one loss per

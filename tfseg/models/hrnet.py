@@ -14,6 +14,7 @@ from keras import ops
 from tfseg.models.blocks import ConvBN, ResizeLike, resize_bilinear
 from tfseg.models.preset import Preset
 from tfseg.models.spec import SPEC_KEY, InferenceSpec, without_spec
+from tfseg.models.supervision import DeepSupervision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,7 +302,7 @@ def scale_as(x, reference):
 
 
 @keras.saving.register_keras_serializable(package="tfseg")
-class HRNetOCR(Preset, InferenceSpec, keras.Model):
+class HRNetOCR(Preset, InferenceSpec, DeepSupervision, keras.Model):
     """HRNetV2-OCR with hierarchical multi-scale attention (Tao et al., 2020): EAR-Net's stage-1 network.
 
     Outputs, in training and inference alike: {"pred", "aux", "pred_05", "pred_10"}, logits with `num_classes`

@@ -10,6 +10,7 @@ from tfseg.models.backbones import BACKBONES, build_backbone
 from tfseg.models.blocks import ConvBN, ResizeLike, Upsample2x, resize_bilinear
 from tfseg.models.preset import Preset
 from tfseg.models.spec import SPEC_KEY, InferenceSpec, size_pair, without_spec
+from tfseg.models.supervision import DeepSupervision
 
 
 @keras.saving.register_keras_serializable(package="tfseg")
@@ -154,7 +155,7 @@ PRESETS = {
 
 
 @keras.saving.register_keras_serializable(package="tfseg")
-class PraNet(Preset, InferenceSpec, keras.Model):
+class PraNet(Preset, InferenceSpec, DeepSupervision, keras.Model):
     """PraNet on a feature-pyramid backbone.
 
     Input: normalised RGB `(B, H, W, 3)` (`tfseg.preprocessing.normalize` with `model.normalization`), H and W

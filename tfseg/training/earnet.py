@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 from tqdm import tqdm
 
-from tfseg import files
+from tfseg import files, metrics
 from tfseg.data import layouts, sources, vessels
 from tfseg.data.duplicates import THRESHOLDS, check_near_duplicates
 from tfseg.data.imageio import read_mask, write_png
@@ -30,12 +30,14 @@ from tfseg.training.loop import (
     SegmentationTrainer,
     TrainingConfig,
     TrainingInterrupted,
+    check_callbacks,
     epoch_steps,
     export_best,
     open_run,
     run_training,
     training_record,
 )
+from tfseg.training.optimizers import global_batch_clipping
 from tfseg.training.strategy import is_chief, make_strategy, task_id
 
 log = logging.getLogger(__name__)
@@ -180,12 +182,13 @@ def check_start(config, stages):
 
 def make_optimizer(config, stage, total_steps):
     """Adam or SGD (momentum) with weight decay and the poly schedule `lr (1 - step / total_steps)^power` of
-    the stage's lr."""
+    the stage's lr, `gclip` as in `global_batch_clipping`."""
     lr = config.lr if stage == 1 else config.stage2_lr
     schedule = keras.optimizers.schedules.PolynomialDecay(lr, max(total_steps, 1), 0.0, config.poly_power)
+    clip = {"clipvalue": config.gclip or None, "weight_decay": config.weight_decay}
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(schedule, weight_decay=config.weight_decay)
-    return keras.optimizers.SGD(schedule, momentum=config.momentum, weight_decay=config.weight_decay)
+        return global_batch_clipping(keras.optimizers.Adam)(schedule, **clip)
+    return global_batch_clipping(keras.optimizers.SGD)(schedule, momentum=config.momentum, **clip)
 
 
 def split_pairs(config):
@@ -238,8 +241,16 @@ class EARNetTrainer(SegmentationTrainer):
     def make_optimizer(self):
         return make_optimizer(self.config, self.stage, self.total_steps)
 
+    def compile_metrics(self):
+        return [
+            metrics.Sensitivity(from_logits=True),
+            metrics.Specificity(from_logits=True),
+            metrics.F1(from_logits=True),
+        ]
+
     def replica_loss(self, images, labels, errors=None):
-        return self.loss_fn(labels, self.model(images, training=True), errors)
+        target = labels if errors is None else {"labels": labels, "error_maps": errors}
+        return self.loss_fn.call(target, self.model(images, training=True))  # per image
 
     def train_dataset(self, pairs, epoch):
         c = self.config
@@ -324,9 +335,11 @@ def train_stage(
     resume=False,
     progress=True,
     data_check=None,
+    callbacks=None,
 ):
     """One stage in `run_dir` (continued from its last checkpoint when `resume` and it has begun): returns
-    run_training's result plus the trainer. `data_check`: the start's near-duplicate record, kept in the folder."""
+    run_training's result plus the trainer. `data_check`: the start's near-duplicate record, kept in the folder;
+    `callbacks`: Keras callbacks (see `run_training`)."""
     resume = run_dir if resume and os.path.isfile(os.path.join(run_dir, "args.json")) else None
     run = open_run(config, strategy, resume, run_dir)
     keras.utils.set_random_seed(config.seed)
@@ -335,28 +348,29 @@ def train_stage(
     total_steps = epochs * epoch_steps(len(train), config)
     trainer = EARNetTrainer(stage_config, strategy, stage, total_steps, stage1_weights, error_maps)
     val_data = vessels.make_vessel_dataset(val, trainer.model.normalization, 1, None, training=False)
-    result = run_training(trainer, run, train, val_data, len(val), resume, progress, data_check)
+    result = run_training(trainer, run, train, val_data, len(val), resume, progress, data_check, callbacks)
     if os.path.isfile(run.best_weights):
         trainer.model.load_weights(run.best_weights)  # the stage's best on validation, for what follows
     return {**result, "trainer": trainer, "run": run, "train": train, "val": val, "val_data": val_data}
 
 
-def train_earnet(config, stages=(1, 2), progress=True, resume=False):
+def train_earnet(config, stages=(1, 2), progress=True, resume=False, callbacks=None):
     """Stage 1, error maps, stage 2 (or one of them), each in its own run folder under
     `<logdir>/<run name>/stage{1,2}`, each exported; returns {"stage1": ..., "stage2": ..., "test": pairs}.
     `resume` (with `resume_config(folder)` as config): every stage goes on from its last checkpoint, a finished
     one is only reloaded; the error maps are written again from stage 1's best weights. One strategy serves the
-    whole run."""
+    whole run. `callbacks`: Keras callbacks, called by each stage's loop (`run_training`)."""
     check_start(config, stages)
+    check_callbacks(callbacks)
     root = config.run_folder(f"earnet_{config.config}")
     strategy = make_strategy(config.strategy)
     try:
-        return _train_stages(config, strategy, root, stages, progress, resume)
+        return _train_stages(config, strategy, root, stages, progress, resume, callbacks)
     except TrainingInterrupted as interrupt:  # the whole run resumes from its root folder
         raise TrainingInterrupted(root if interrupt.resume_path else None) from interrupt
 
 
-def _train_stages(config, strategy, root, stages, progress, resume):
+def _train_stages(config, strategy, root, stages, progress, resume, callbacks):
     stage1_best = os.path.join(root, "stage1", "best.weights.h5")
     stage1_weights = stage1_best if resume and os.path.isfile(stage1_best) else config.start_weights
     train, val, test = split_pairs(config)
@@ -377,6 +391,7 @@ def _train_stages(config, strategy, root, stages, progress, resume):
             resume=resume,
             progress=progress,
             data_check=data_check,
+            callbacks=callbacks,
         )
         stage1_weights = first["run"].best_weights
         results["stage1"] = _finish(first, config, last=2 not in stages)
@@ -403,6 +418,7 @@ def _train_stages(config, strategy, root, stages, progress, resume):
             resume=resume,
             progress=progress,
             data_check=data_check,
+            callbacks=callbacks,
         )
         results["stage2"] = _finish(second, config, last=True)
     last_run = (second if 2 in stages else first)["run"]

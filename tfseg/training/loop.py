@@ -90,6 +90,20 @@ class SegmentationTrainer:
         self.checkpoint = tf.train.Checkpoint(best_score=self.best_score, **self._checkpointed())
         self._step = tf.function(self._distributed_step)
 
+    def make_optimizer(self):
+        """The family's optimizer; `config.gclip` as its clipvalue, in `global_batch_clipping`'s meaning."""
+        raise NotImplementedError
+
+    def compile_metrics(self):
+        """Keras metrics of the prediction output for `model.fit` (tfseg.metrics); the loop validates on its own."""
+        return []
+
+    def compile_arguments(self):
+        """`model.compile(**trainer.compile_arguments())` trains the model with `fit` by this recipe: the loop's
+        optimizer (under this strategy) and loss (tfseg.models.supervision), and `compile_metrics`. The loop leaves
+        its model uncompiled: a compiled model's `save_weights` also writes the optimizer's state."""
+        return {"optimizer": self.optimizer, "loss": self.loss_fn, "metrics": self.compile_metrics()}
+
     def validation_maps(self, dataset):
         """(foreground probability, boolean mask) of each validation image, as `validate` sees them."""
         raise NotImplementedError
@@ -109,15 +123,7 @@ class SegmentationTrainer:
             per_image = self.replica_loss(*batch)
             loss = tf.nn.compute_average_loss(per_image, global_batch_size=self.config.batch_size)
         grads = tape.gradient(loss, self.model.trainable_variables)
-        if self.config.gclip:
-            # Keras' optimizer clips before it sums the replicas' gradients; the original clips the full-batch
-            # gradient. So: sum here, clip element-wise, and give each replica 1/N back for the optimizer's sum.
-            context = tf.distribute.get_replica_context()
-            replicas = context.num_replicas_in_sync
-            if replicas > 1:
-                grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-            grads = [tf.clip_by_value(g, -self.config.gclip, self.config.gclip) / replicas for g in grads]
-        self.optimizer.apply(grads, self.model.trainable_variables)
+        self.optimizer.apply(grads, self.model.trainable_variables)  # gclip: the optimizer's clipvalue
         return loss
 
     def _distributed_step(self, *batch):
@@ -131,16 +137,20 @@ class SegmentationTrainer:
     def on_epoch_start(self, epoch):
         """Learning-rate schedules that change per epoch."""
 
-    def fit_epoch(self, pairs, epoch, steps, progress=True):
-        """One epoch; returns the mean loss over its steps."""
+    def fit_epoch(self, pairs, epoch, steps, progress=True, callbacks=None):
+        """One epoch; returns the mean loss over its steps. `callbacks`: a keras.callbacks.CallbackList."""
         self.on_epoch_start(epoch)
         mean = keras.metrics.Mean()
         batches = iter(self.train_dataset(pairs, epoch))
         with tqdm(
             total=steps, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not progress, leave=False
         ) as bar:
-            for _ in range(steps):
-                mean.update_state(self.train_on_batch(next(batches)))
+            callbacks = callbacks or keras.callbacks.CallbackList()
+            for step in range(steps):
+                callbacks.on_train_batch_begin(step)
+                loss = self.train_on_batch(next(batches))
+                mean.update_state(loss)
+                callbacks.on_train_batch_end(step, {"loss": float(loss)})
                 bar.update()
                 bar.set_postfix(loss=f"{float(mean.result()):.4f}")
         return float(mean.result())
@@ -155,6 +165,20 @@ def open_run(config, strategy, resume, new_folder):
     if chief and not resume and os.path.isfile(os.path.join(folder, "args.json")):
         raise FileExistsError(f"Run folder {folder} already holds a run: resume it or choose another name.")
     return RunDirectory(folder, chief, task_id(strategy))
+
+
+def check_callbacks(callbacks):
+    """Refuses callbacks the loop cannot honour (call it before anything is built or written): it resumes its run
+    folder itself, and the recipe sets the learning rate."""
+    refused = {
+        keras.callbacks.BackupAndRestore: "the training loop resumes its run folder (--resume)",
+        keras.callbacks.ReduceLROnPlateau: "the recipe sets the learning rate",
+        keras.callbacks.LearningRateScheduler: "the recipe sets the learning rate",
+    }
+    for callback in callbacks or ():
+        for kind, reason in refused.items():
+            if isinstance(callback, kind):
+                raise ValueError(f"{kind.__name__} is for model.fit: {reason}")
 
 
 def epoch_steps(n_train, config):
@@ -172,24 +196,31 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.resume_path = resume_path
 
 
-def run_training(trainer, run, train_pairs, val_data, n_val, resume=None, progress=True, data_check=None):
+def run_training(
+    trainer, run, train_pairs, val_data, n_val, resume=None, progress=True, data_check=None, callbacks=None
+):
     """The epoch loop shared by every model: resume, train, validate (`trainer.validate` -> metrics, the best
     by `trainer.score_name`), log (CSV, TensorBoard), checkpoint. Returns {"run_dir", "best_score", "history"}.
     `data_check`: the start's near-duplicate record (tfseg.data.duplicates), kept as `<run>/data_check.json`.
+    `callbacks`: Keras callbacks, called as `fit` calls them (train begin/end, epoch begin/end with the log row's
+    values, batch begin/end with the loss); `model.stop_training` (EarlyStopping) ends the run after the epoch it
+    committed. BackupAndRestore, ReduceLROnPlateau and LearningRateScheduler are refused (`check_callbacks`).
 
     A kill at any moment loses at most the current epoch: the log row and the best weights (atomic writes) come
     before the checkpoint that commits the epoch, and a resumed run drops rows beyond its checkpoint. Ctrl-C
     raises TrainingInterrupted."""
     try:
-        return _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress, data_check)
+        return _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress, data_check, callbacks)
     except KeyboardInterrupt as interrupt:
         started = os.path.isfile(run.args)
         raise TrainingInterrupted(run.path if started else None) from interrupt
 
 
-def _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress, data_check):
+def _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress, data_check, callbacks):
     config = trainer.config
     steps = epoch_steps(len(train_pairs), config)
+    check_callbacks(callbacks)
+    callbacks = keras.callbacks.CallbackList(callbacks, model=trainer.model, epochs=config.epochs, steps=steps)
     manager = run.checkpoint_manager(trainer.checkpoint)
     if resume:
         run.remove_leftovers()
@@ -220,8 +251,11 @@ def _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress, data_c
         run.path,
     )
     history = []
+    trainer.model.stop_training = False
+    callbacks.on_train_begin()
     for epoch in range(start, config.epochs):
-        loss = trainer.fit_epoch(train_pairs, epoch, steps, progress=progress and run.chief)
+        callbacks.on_epoch_begin(epoch)
+        loss = trainer.fit_epoch(train_pairs, epoch, steps, progress=progress and run.chief, callbacks=callbacks)
         metrics = trainer.validate(val_data)
         score = metrics[trainer.score_name]
         improved = score > float(trainer.best_score.numpy())
@@ -249,6 +283,11 @@ def _epochs(trainer, run, train_pairs, val_data, n_val, resume, progress, data_c
             "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
             "  (best)" if improved else "",
         )
+        callbacks.on_epoch_end(epoch, {key: value for key, value in row.items() if key != "epoch"})
+        if trainer.model.stop_training:
+            log.info("Stopped by a callback after epoch %d", epoch + 1)
+            break
+    callbacks.on_train_end(history[-1] if history else None)
     run.cleanup()
     return {"run_dir": run.path, "best_score": float(trainer.best_score.numpy()), "history": history}
 

@@ -9,6 +9,7 @@ import os
 import keras
 import tensorflow as tf
 
+from tfseg import metrics
 from tfseg.data import pipeline, sources
 from tfseg.data.duplicates import check_near_duplicates
 from tfseg.export import check_export_folder
@@ -18,11 +19,13 @@ from tfseg.training.checkpoints import RunDirectory
 from tfseg.training.loop import (
     SegmentationTrainer,
     TrainingConfig,
+    check_callbacks,
     export_best,
     open_run,
     run_training,
     training_record,
 )
+from tfseg.training.optimizers import global_batch_clipping
 from tfseg.training.strategy import make_strategy
 
 
@@ -78,7 +81,7 @@ class PraNetTrainer(SegmentationTrainer):
     validation_protocol = "mean per-image Dice of sigmoid(ra2) > 0.5 at the input size, inference mode (val_dice)"
 
     def __init__(self, config, strategy):
-        self.loss_fn = StructureLoss(config.weighted_bce, reduction=None)
+        self.loss_fn = StructureLoss(config.weighted_bce)
         self.sizes = pipeline.multiscale_sizes(config.input_size) if config.multiscale else [config.input_size]
         super().__init__(config, strategy)
         ra2_dice = lambda images, masks: dice_per_image(self.model(images, training=False)[-1], masks)
@@ -94,12 +97,15 @@ class PraNetTrainer(SegmentationTrainer):
         return model
 
     def make_optimizer(self):
-        return keras.optimizers.Adam(self.config.lr)
+        return global_batch_clipping(keras.optimizers.Adam)(self.config.lr, clipvalue=self.config.gclip or None)
+
+    def compile_metrics(self):
+        return [metrics.Dice(from_logits=True), metrics.IoU(from_logits=True)]
 
     def replica_loss(self, images, masks, size):
         if size != self.config.input_size:
             images, masks = pipeline.rescale_batch(images, masks, size)
-        return self.loss_fn(masks, self.model(images, training=True))
+        return self.loss_fn.call(masks, self.model(images, training=True))  # per image
 
     def on_epoch_start(self, epoch):
         c = self.config
@@ -145,10 +151,11 @@ def resume_config(run_dir, **overrides):
     return PraNetConfig.from_stored(RunDirectory(run_dir).read_args(), **overrides)
 
 
-def train_pranet(config, resume=None, progress=True):
+def train_pranet(config, resume=None, progress=True, callbacks=None):
     """Trains PraNet as configured, or continues the run folder `resume` from its last checkpoint (pass
     `resume_config(resume)` as config), exports the best model and returns
-    `{"run_dir", "best_dice", "history", "export"}`."""
+    `{"run_dir", "best_dice", "history", "export"}`. `callbacks`: Keras callbacks (see `run_training`)."""
+    check_callbacks(callbacks)
     strategy = make_strategy(config.strategy)
     run = open_run(config, strategy, resume, config.run_folder(f"pranet_{config.backbone}"))
     keras.utils.set_random_seed(config.seed)
@@ -160,7 +167,7 @@ def train_pranet(config, resume=None, progress=True):
     val_data = pipeline.make_dataset(
         val_pairs, trainer.model.normalization, config.input_size, config.batch_size, training=False
     )
-    result = run_training(trainer, run, train_pairs, val_data, len(val_pairs), resume, progress, data_check)
+    result = run_training(trainer, run, train_pairs, val_data, len(val_pairs), resume, progress, data_check, callbacks)
     result["best_dice"] = result["best_score"]
     if run.chief and config.export:
         if os.path.isfile(run.best_weights):
