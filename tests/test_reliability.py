@@ -84,7 +84,7 @@ class CountingTrainer:
     def restore(self, path):
         self.checkpoint.restore(path)
 
-    def fit_epoch(self, pairs, epoch, steps, progress=True):
+    def fit_epoch(self, pairs, epoch, steps, progress=True, callbacks=None):
         if epoch == self.interrupt_at:
             raise KeyboardInterrupt
         self.model.trainable_variables[0].assign_add([[epoch + 1.0]])
