@@ -1,6 +1,7 @@
 """HRNet-OCR (EAR-Net stage 1) and EAR-Net (stage 2): shapes at odd sizes, the multi-scale fusion formulas on
 constant inputs, stage 2 from stage-1 weights, the error-map definition, the losses."""
 
+import json
 import os
 
 import keras
@@ -10,6 +11,7 @@ from keras import ops
 
 from tests.helpers import random_images
 from tests.model_test_case import check_export_parity, check_model
+from tfseg.data.imageio import read_mask
 from tfseg.losses import EARNetLoss, masked_cross_entropy, masked_mse
 from tfseg.models.earnet import EARNet, error_map
 from tfseg.models.hrnet import HRNET_CONFIGS, HRNetOCR
@@ -174,6 +176,18 @@ def test_a_few_steps_of_each_stage_lower_the_loss(tmp_path):
     first.model.save_weights(tmp_path / "stage1.weights.h5")
     error_maps = write_error_maps(first, pairs, tmp_path / "errors", progress=False)
     assert [os.path.basename(p) for p in error_maps] == [f"{p.stem}.png" for p in pairs]
+    with open(tmp_path / "errors.json") as f:  # the error-pixel fraction, over the FOV, read back from the maps
+        summary = json.load(f)
+    fovs = [read_mask(pair.fov) for pair in pairs]
+    maps = [read_mask(path) for path in error_maps]
+    assert summary["region"] == "FOV" and summary["images"] == 4
+    assert summary["error_pixel_fraction"] == pytest.approx(
+        sum(int(m[fov].sum()) for m, fov in zip(maps, fovs)) / sum(int(fov.sum()) for fov in fovs)
+    )
+    missed = sum(int((m & read_mask(pair.mask))[fov].sum()) for m, fov, pair in zip(maps, fovs, pairs))
+    vessels = sum(int(read_mask(pair.mask)[fov].sum()) for fov, pair in zip(fovs, pairs))
+    assert summary["missed_vessel_fraction"] == pytest.approx(missed / vessels)
+    assert summary["per_image"][pairs[0].stem] == pytest.approx(maps[0][fovs[0]].mean())
 
     second = EARNetTrainer(config, strategy, 2, 100, str(tmp_path / "stage1.weights.h5"), error_maps)
     batch = next(iter(make_vessel_dataset(pairs, "torch", 2, 64, True, error_maps)))
@@ -256,6 +270,7 @@ def test_cli_trains_both_stages_resumes_exports_and_evaluates(tmp_path, capsys):
         )
         first = capsys.readouterr().out
         assert "| stage1 (best validation epoch) |" in first and "| stage2 (best validation epoch) |" in first
+        assert f"error maps: {run_dir / 'error_maps'} (" in first
         maps = os.listdir(run_dir / "error_maps")  # named like the images, of the 3 training (not validation) ones
         assert len(maps) == 3 and all(name.endswith("_training.png") for name in maps)
         # stage 2 alone goes on from its checkpoint, from stage 1's best weights and error maps written again

@@ -2,6 +2,7 @@
 README: tfseg.training.earnet.train_earnet."""
 
 import argparse
+import json
 import os
 
 from tfseg import cli
@@ -125,6 +126,14 @@ def train(args):
                 + " | ".join(f"{best.get(m, float('nan')):.4f}" for m in METRICS)
                 + " |"
             )
+    summary = f"{results['error_maps']}.json" if results.get("error_maps") else None
+    if summary and os.path.isfile(summary):
+        with open(summary) as f:
+            errors = json.load(f)
+        print(
+            f"error maps: {results['error_maps']} ({_percent(errors['error_pixel_fraction'])} of the "
+            f"{errors['region']} pixels, {_percent(errors['missed_vessel_fraction'])} of the vessel pixels missed)"
+        )
     for stage in ("stage1", "stage2"):
         if stage in results and "export" in results[stage]:
             print(f"{stage} export: {results[stage]['export']['savedmodel']}")
@@ -139,6 +148,10 @@ def train(args):
             f"test split ({len(results['test'])} images): python test_model.py --model "
             f"{results[stage]['export']['savedmodel']} --data_path {test_data}"
         )
+
+
+def _percent(fraction):
+    return "n/a" if fraction is None else f"{100 * fraction:.2f} %"
 
 
 main = cli.command(parse_args, train, timestamps=True)

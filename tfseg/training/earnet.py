@@ -13,6 +13,7 @@ import logging
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
@@ -295,18 +296,54 @@ def built(model):
 
 def write_error_maps(trainer, pairs, folder, progress=True):
     """Stage-1 error maps of the training images at full size, multi-scale, no augmentation: `folder/<stem>.png`
-    (0/255). Returns their paths in the order of `pairs`."""
+    (0/255), and `<folder>.json` (`error_summary`). Returns the maps' paths in the order of `pairs`."""
     os.makedirs(folder, exist_ok=True)
-    paths = []
+    paths, counts = [], {}
     dataset = vessels.make_vessel_dataset(pairs, trainer.model.normalization, 1, None, training=False)
     for pair, (images, _) in tqdm(
         zip(pairs, dataset), total=len(pairs), desc="error maps", disable=not progress, leave=False
     ):
         predicted = trainer.probabilities(images)[0] > 0.5  # = argmax of the two classes
+        truth = read_mask(pair.mask)
+        errors = error_map(predicted, truth)
         path = os.path.join(folder, f"{pair.stem}.png")
-        write_png(path, error_map(predicted, read_mask(pair.mask)) * 255)
+        write_png(path, errors * 255)
         paths.append(path)
+        region = read_mask(pair.fov) if pair.fov else np.ones_like(truth)
+        counts[pair.stem] = {
+            "errors": int(errors[region].sum()),
+            "pixels": int(region.sum()),
+            "missed": int((errors.astype(bool) & truth)[region].sum()),
+            "vessels": int(truth[region].sum()),
+        }
+    summary = error_summary(counts, all(pair.fov for pair in pairs))
+    files.write_json(f"{folder}.json", summary)
+    percent = lambda value: "n/a" if value is None else f"{100 * value:.2f} %"
+    log.info(
+        "Error maps of %d training images: %s of the %s pixels are errors; %s of the vessel pixels missed",
+        len(pairs),
+        percent(summary["error_pixel_fraction"]),
+        summary["region"],
+        percent(summary["missed_vessel_fraction"]),
+    )
     return paths
+
+
+def error_summary(counts, fov):
+    """What the error maps give stage 2 to attend to (a stage 1 that fits its training images well leaves them
+    nearly empty): the pooled fraction of error pixels, of vessel pixels missed (1 - Se on the training images)
+    and of background pixels marked, over each image's FOV (`fov`) or whole image, and each image's fraction
+    (None for no pixel to count)."""
+    total = {key: sum(count[key] for count in counts.values()) for key in ("errors", "pixels", "missed", "vessels")}
+    ratio = lambda a, b: a / b if b else None
+    return {
+        "region": "FOV" if fov else "image",
+        "images": len(counts),
+        "error_pixel_fraction": ratio(total["errors"], total["pixels"]),
+        "missed_vessel_fraction": ratio(total["missed"], total["vessels"]),
+        "false_positive_fraction": ratio(total["errors"] - total["missed"], total["pixels"] - total["vessels"]),
+        "per_image": {stem: ratio(count["errors"], count["pixels"]) for stem, count in counts.items()},
+    }
 
 
 def resume_config(run_dir, **overrides):
