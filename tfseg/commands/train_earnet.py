@@ -101,7 +101,7 @@ def parse_args(argv=None):
 
 
 def train(args):
-    from tfseg.training.earnet import EARNetConfig, resume_config, train_earnet
+    from tfseg.training.earnet import EARNetConfig, percent, resume_config, train_earnet
 
     if args.resume:
         config = resume_config(
@@ -131,8 +131,8 @@ def train(args):
         with open(summary) as f:
             errors = json.load(f)
         print(
-            f"error maps: {results['error_maps']} ({_percent(errors['error_pixel_fraction'])} of the "
-            f"{errors['region']} pixels, {_percent(errors['missed_vessel_fraction'])} of the vessel pixels missed)"
+            f"error maps: {results['error_maps']} ({percent(errors['error_pixel_fraction'])} of the "
+            f"{errors['region']} pixels, {percent(errors['missed_vessel_fraction'])} of the vessel pixels missed)"
         )
     for stage in ("stage1", "stage2"):
         if stage in results and "export" in results[stage]:
@@ -148,10 +148,6 @@ def train(args):
             f"test split ({len(results['test'])} images): python test_model.py --model "
             f"{results[stage]['export']['savedmodel']} --data_path {test_data}"
         )
-
-
-def _percent(fraction):
-    return "n/a" if fraction is None else f"{100 * fraction:.2f} %"
 
 
 main = cli.command(parse_args, train, timestamps=True)

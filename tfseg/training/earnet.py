@@ -318,7 +318,6 @@ def write_error_maps(trainer, pairs, folder, progress=True):
         }
     summary = error_summary(counts, all(pair.fov for pair in pairs))
     files.write_json(f"{folder}.json", summary)
-    percent = lambda value: "n/a" if value is None else f"{100 * value:.2f} %"
     log.info(
         "Error maps of %d training images: %s of the %s pixels are errors; %s of the vessel pixels missed",
         len(pairs),
@@ -327,6 +326,11 @@ def write_error_maps(trainer, pairs, folder, progress=True):
         percent(summary["missed_vessel_fraction"]),
     )
     return paths
+
+
+def percent(fraction):
+    """`error_summary`'s fractions for people: "12.34 %", or "n/a" for None."""
+    return "n/a" if fraction is None else f"{100 * fraction:.2f} %"
 
 
 def error_summary(counts, fov):
