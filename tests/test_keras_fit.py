@@ -130,3 +130,27 @@ def test_earnet_fits_with_labels_and_error_maps_as_one_target():
     f1 = metrics.F1(from_logits=True)
     f1.update_state(labels, outputs["pred"])
     assert results["f1"] == pytest.approx(float(f1.result()), abs=1e-6)
+
+
+LOAD_SCRIPT = """
+import sys
+import keras
+import tfseg.training  # registers the recipes' optimizers
+model = keras.saving.load_model(sys.argv[1])
+print("LOADED", type(model.optimizer).__name__, model.optimizer.clipvalue)
+"""
+
+
+def test_a_model_compiled_with_a_recipe_optimizer_loads_in_a_fresh_process(tmp_path):
+    from tests.helpers import ROOT, run_python
+    from tfseg.training.optimizers import global_batch_clipping
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(global_batch_clipping(keras.optimizers.SGD)(1e-2, momentum=0.9, clipvalue=0.5), "mse")
+    model.fit(np.zeros((2, 2)), np.zeros((2, 1)), verbose=0)
+    model.save(tmp_path / "model.keras")
+    script = tmp_path / "load.py"
+    script.write_text(LOAD_SCRIPT)
+    result = run_python([str(script), str(tmp_path / "model.keras")], env={"PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "LOADED GlobalBatchClippedSGD 0.5" in result.stdout

@@ -34,3 +34,10 @@ def global_batch_clipping(optimizer_class):
     name = f"GlobalBatchClipped{optimizer_class.__name__}"
     subclass = type(name, (GlobalBatchClipping, optimizer_class), {"__doc__": GlobalBatchClipping.__doc__})
     return keras.saving.register_keras_serializable(package="tfseg", name=name)(subclass)
+
+
+# registered at import, so that a model compiled with them and saved loads in a fresh process after
+# `import tfseg.training` (as tfseg's losses and metrics after `import tfseg.losses` / `tfseg.metrics`)
+GlobalBatchClippedAdam = global_batch_clipping(keras.optimizers.Adam)
+GlobalBatchClippedAdamW = global_batch_clipping(keras.optimizers.AdamW)
+GlobalBatchClippedSGD = global_batch_clipping(keras.optimizers.SGD)
