@@ -20,8 +20,13 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(PY) demo.py --output demo_output
 
+# Two pytest workers (pytest-xdist): one test process leaves half of a 2-core machine idle (TensorFlow's graph
+# building and the file checks run on one core). Each worker holds its own models: mind memory before raising it.
+# Tests are handed out one at a time, the slow ones first (tests/conftest.py), so that the workers end together.
+TEST_WORKERS ?= 2
+
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 1
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

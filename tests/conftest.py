@@ -2,6 +2,27 @@ import pytest
 
 from tfseg.data.synthetic import write_polyp_dataset
 
+# Tests of a minute or more on 2 cores (pytest --durations, 2026-12-02). They run first, so that `make test`'s two
+# workers (pytest-xdist) end together rather than one waiting for the other's last long test.
+SLOW = (
+    "test_cli_trains_both_stages_resumes_exports_and_evaluates",
+    "test_cli_trains_exports_and_resumes",
+    "test_every_format_is_written_with_metadata",  # its module's export fixture
+    "test_mirrored_step_equals_data_parallel_reference",
+    "test_multiworker_training_with_two_local_workers",
+    "test_inference_commands_take_the_preset_folder",
+    "test_every_model_family_loads_from_a_keras_file_in_a_fresh_process",
+    "test_resume_ends_where_an_uninterrupted_run_ends",
+    "test_a_few_steps_of_each_stage_lower_the_loss",
+    "test_loop_calls_keras_callbacks",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first, in SLOW's order; the rest keep theirs."""
+    rank = {name: index for index, name in enumerate(SLOW)}
+    items.sort(key=lambda item: rank.get(item.originalname, len(SLOW)))
+
 
 @pytest.fixture(scope="session")
 def polyp_dir(tmp_path_factory):

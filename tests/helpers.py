@@ -93,6 +93,7 @@ def kill_when_changed(code, watch, changes=1, slow_writes=False, timeout=300):
     before, seen, deadline = tree_state(watch), 0, time.monotonic() + timeout
     try:
         while child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)  # a poll every 2 ms: a busy loop would hold a core the child and other tests need
             now = tree_state(watch)
             if now != before:
                 seen, before = seen + 1, now

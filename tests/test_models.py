@@ -7,7 +7,7 @@ from tests.helpers import max_abs_diff, random_images
 from tests.model_test_case import check_model
 from tfseg.models import BACKBONES, PraNet, build_backbone, normalize
 from tfseg.models.blocks import resize_bilinear, tiled_conv
-from tfseg.models.pranet import PartialDecoder, ReverseAttention
+from tfseg.models.pranet import RFB, PartialDecoder, ReverseAttention
 
 SIZES = [(64, 64), (64, 96)]  # one non-square
 
@@ -67,6 +67,23 @@ def test_partial_decoder_returns_one_channel_at_stride_8():
     decoder = PartialDecoder(8)
     out = decoder(np.ones((1, 2, 3, 8), "float32"), np.ones((1, 4, 6, 8), "float32"), np.ones((1, 8, 12, 8), "float32"))
     assert tuple(out.shape) == (1, 8, 12, 1)
+
+
+def test_decoder_blocks_are_built_from_shapes_alone():
+    """Each block creates its weights in `build` from its input shapes (H and W unknown), as a functional model's
+    construction and `load_model` build it, with the weights a call creates. Without `build` Keras traced each
+    block's `call` on symbolic inputs to find them: a PraNet took 2-3x as long to construct (docs/BENCHMARKS.md)."""
+    ones = lambda size, channels: np.ones((1, size, size, channels), "float32")
+    blocks = [  # (block, input channels, inputs of a call)
+        (RFB(8), [24], [ones(16, 24)]),
+        (PartialDecoder(8), [8, 8, 8], [ones(4, 8), ones(8, 8), ones(16, 8)]),
+        (ReverseAttention(16, 3, 2, 3), [24, 1], [ones(8, 24), ones(4, 1)]),
+    ]
+    for block, channels, inputs in blocks:
+        block.build(*[(None, None, None, c) for c in channels])
+        called = type(block).from_config(block.get_config())
+        called(*inputs)
+        assert {w.path: w.shape for w in block.weights} == {w.path: w.shape for w in called.weights}
 
 
 def test_reverse_attention_residual_can_be_negative():

@@ -13,6 +13,14 @@ from tfseg.models.spec import SPEC_KEY, InferenceSpec, size_pair, without_spec
 from tfseg.models.supervision import DeepSupervision
 
 
+def build_chain(layers, input_shape):
+    """Builds `layers` applied one after the other to `input_shape`: a layer holding them has its weights at
+    construction, without Keras tracing its `call` on symbolic inputs to find them (seconds per layer)."""
+    for layer in layers:
+        layer.build(input_shape)
+        input_shape = layer.compute_output_shape(input_shape)
+
+
 @keras.saving.register_keras_serializable(package="tfseg")
 class RFB(keras.layers.Layer):
     """Receptive field block (RFB_modified): four conv-BN branches, `relu(conv_cat(concat) + conv_res(x))`."""
@@ -42,6 +50,12 @@ class RFB(keras.layers.Layer):
             outputs.append(y)
         cat = self.conv_cat(ops.concatenate(outputs, axis=-1), training=training)
         return ops.relu(cat + self.conv_res(x, training=training))
+
+    def build(self, input_shape):
+        for convs in self.branches:
+            build_chain(convs, input_shape)
+        build_chain([self.conv_cat], (*input_shape[:3], 4 * self.channels))
+        self.conv_res.build(input_shape)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:3], self.channels)
@@ -78,6 +92,14 @@ class PartialDecoder(keras.layers.Layer):
         x3_2 = self.conv_concat3(ops.concatenate([x3_1, self.conv_upsample5(up(x2_2), training=t)], -1), training=t)
         return self.conv5(self.conv4(x3_2, training=t))  # (B, H/8, W/8, 1)
 
+    def build(self, x1_shape, x2_shape, x3_shape):
+        c, channels = self.channels, lambda shape, n: (*shape[:3], n)
+        for conv in (self.conv_upsample1, self.conv_upsample2, self.conv_upsample3, self.conv_upsample4):
+            conv.build(channels(x3_shape, c))
+        self.conv_upsample5.build(channels(x3_shape, 2 * c))
+        build_chain([self.conv_concat2], channels(x2_shape, 2 * c))
+        build_chain([self.conv_concat3, self.conv4, self.conv5], channels(x3_shape, 3 * c))
+
     def compute_output_shape(self, x1_shape, x2_shape, x3_shape):
         return (*x3_shape[:3], 1)
 
@@ -112,6 +134,9 @@ class ReverseAttention(keras.layers.Layer):
         for conv in self.convs[1:-1]:
             x = ops.relu(conv(x, training=training))
         return self.convs[-1](x, training=training) + m
+
+    def build(self, feature_shape, previous_shape):
+        build_chain(self.convs, feature_shape)
 
     def compute_output_shape(self, feature_shape, previous_shape):
         return (*feature_shape[:3], 1)
