@@ -26,7 +26,7 @@ demo: $(STAMP)
 TEST_WORKERS ?= 2
 
 test: lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 1
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 1 --durations=15
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
