@@ -318,6 +318,21 @@ def test_region_transforms_have_batchnorm_only_when_asked():
         assert HRNetOCR.from_config(model.get_config()).region_batchnorm == region_batchnorm
 
 
+@pytest.mark.parametrize("region_batchnorm", [False, True])
+def test_object_attention_is_built_from_shapes_alone(region_batchnorm):
+    """As PraNet's blocks (tests/test_models.py): `build` from the shapes creates the weights a call creates,
+    so constructing HRNet-OCR does not trace the block's `call` on symbolic inputs."""
+    from tfseg.models.hrnet import ObjectAttention, SpatialGather
+
+    built, called = (ObjectAttention(8, 16, region_batchnorm, name="ocr") for _ in range(2))
+    built.build((None, None, None, 12), (None, 2, 12))
+    features, logits = np.ones((1, 5, 6, 12), "float32"), np.zeros((1, 5, 6, 2), "float32")
+    regions = SpatialGather()(features, logits)
+    assert tuple(regions.shape) == SpatialGather().compute_output_shape(features.shape, logits.shape) == (1, 2, 12)
+    assert tuple(called(features, regions).shape) == built.compute_output_shape(features.shape, regions.shape)
+    assert {w.path: w.shape for w in built.weights} == {w.path: w.shape for w in called.weights}
+
+
 def test_group_norm_makes_each_sample_independent_of_its_batch():
     model = HRNetOCR("small", scales=(1.0,), norm="group")
     norms = [layer for layer in model.net._flatten_layers() if isinstance(layer, keras.layers.GroupNormalization)]

@@ -97,6 +97,14 @@ def resize_bilinear(x, size, align_corners=False):
     return _resize_axis(x, size[1], 2, align_corners)
 
 
+def build_chain(layers, input_shape):
+    """Builds `layers` applied one after the other to `input_shape`: a layer holding them has its weights at
+    construction, without Keras tracing its `call` on symbolic inputs to find them (seconds per layer)."""
+    for layer in layers:
+        layer.build(input_shape)
+        input_shape = layer.compute_output_shape(input_shape)
+
+
 @keras.saving.register_keras_serializable(package="tfseg")
 class ResizeLike(keras.layers.Layer):
     """Resizes `x` to the spatial size of `reference` (bilinear, align_corners=False)."""

@@ -11,7 +11,7 @@ import os
 import keras
 from keras import ops
 
-from tfseg.models.blocks import ConvBN, ResizeLike, resize_bilinear
+from tfseg.models.blocks import ConvBN, ResizeLike, build_chain, resize_bilinear
 from tfseg.models.preset import Preset
 from tfseg.models.spec import SPEC_KEY, InferenceSpec, without_spec
 from tfseg.models.supervision import DeepSupervision
@@ -190,6 +190,9 @@ class SpatialGather(keras.layers.Layer):
         probs = ops.softmax(ops.reshape(logits, (batch, -1, classes)), axis=1)  # over the h*w positions
         return ops.einsum("bpk,bpc->bkc", probs, ops.reshape(features, (batch, -1, channels)))
 
+    def compute_output_shape(self, features_shape, logits_shape):
+        return (features_shape[0], logits_shape[-1], features_shape[-1])
+
 
 @keras.saving.register_keras_serializable(package="tfseg")
 class ObjectAttention(keras.layers.Layer):
@@ -229,6 +232,16 @@ class ObjectAttention(keras.layers.Layer):
             ops.einsum("bpk,bkc->bpc", attention, v[:, 0]), (shape[0], shape[1], shape[2], self.key_channels)
         )
         return self.up(context, training=training)
+
+    def build(self, features_shape, regions_shape):
+        regions_shape = (regions_shape[0], 1, *regions_shape[1:])
+        build_chain(self.query, features_shape)
+        build_chain(self.key, regions_shape)
+        self.value.build(regions_shape)
+        self.up.build((*features_shape[:3], self.key_channels))
+
+    def compute_output_shape(self, features_shape, regions_shape):
+        return (*features_shape[:3], self.out_channels)
 
     def get_config(self):
         return {

@@ -7,18 +7,10 @@ import keras
 from keras import ops
 
 from tfseg.models.backbones import BACKBONES, build_backbone
-from tfseg.models.blocks import ConvBN, ResizeLike, Upsample2x, resize_bilinear
+from tfseg.models.blocks import ConvBN, ResizeLike, Upsample2x, build_chain, resize_bilinear
 from tfseg.models.preset import Preset
 from tfseg.models.spec import SPEC_KEY, InferenceSpec, size_pair, without_spec
 from tfseg.models.supervision import DeepSupervision
-
-
-def build_chain(layers, input_shape):
-    """Builds `layers` applied one after the other to `input_shape`: a layer holding them has its weights at
-    construction, without Keras tracing its `call` on symbolic inputs to find them (seconds per layer)."""
-    for layer in layers:
-        layer.build(input_shape)
-        input_shape = layer.compute_output_shape(input_shape)
 
 
 @keras.saving.register_keras_serializable(package="tfseg")
