@@ -46,7 +46,7 @@ class RFB(keras.layers.Layer):
     def build(self, input_shape):
         for convs in self.branches:
             build_chain(convs, input_shape)
-        build_chain([self.conv_cat], (*input_shape[:3], 4 * self.channels))
+        self.conv_cat.build((*input_shape[:3], 4 * self.channels))
         self.conv_res.build(input_shape)
 
     def compute_output_shape(self, input_shape):
@@ -89,7 +89,7 @@ class PartialDecoder(keras.layers.Layer):
         for conv in (self.conv_upsample1, self.conv_upsample2, self.conv_upsample3, self.conv_upsample4):
             conv.build(channels(x3_shape, c))
         self.conv_upsample5.build(channels(x3_shape, 2 * c))
-        build_chain([self.conv_concat2], channels(x2_shape, 2 * c))
+        self.conv_concat2.build(channels(x2_shape, 2 * c))
         build_chain([self.conv_concat3, self.conv4, self.conv5], channels(x3_shape, 3 * c))
 
     def compute_output_shape(self, x1_shape, x2_shape, x3_shape):
