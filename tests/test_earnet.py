@@ -1,6 +1,7 @@
 """HRNet-OCR (EAR-Net stage 1) and EAR-Net (stage 2): shapes at odd sizes, the multi-scale fusion formulas on
 constant inputs, stage 2 from stage-1 weights, the error-map definition, the losses."""
 
+import dataclasses
 import json
 import os
 
@@ -194,6 +195,69 @@ def test_a_few_steps_of_each_stage_lower_the_loss(tmp_path):
     assert len(batch) == 3  # images, labels, error maps
     losses = [float(second._distributed_step(*batch)) for _ in range(4)]
     assert losses[-1] < losses[0], losses
+
+
+def test_out_of_fold_error_maps_come_from_models_that_never_saw_the_image(tmp_path, monkeypatch):
+    """--error_maps out_of_fold: each training image's map is predicted by a stage-1 model trained on the other
+    folds; the maps cover every image, in order, and their summary says how they were made. The folds' training
+    (run_training, tested elsewhere) is replaced by untrained models here."""
+    from tfseg.data.layouts import find_dataset
+    from tfseg.data.synthetic import write_vessel_dataset
+    from tfseg.training import earnet
+    from tfseg.training.strategy import make_strategy
+
+    pairs = find_dataset(write_vessel_dataset(tmp_path / "v", 5, size=(48, 40), seed=0))
+    train, val = pairs[:4], pairs[4:]
+    config = earnet.EARNetConfig(data_path="", scales=(1.0,), error_maps="out_of_fold", error_folds=2)
+    fitted, predicted = [], []
+    real_predict = earnet.predict_error_maps
+
+    def train_stage(config, strategy, stage, run_dir, train, val, **options):
+        assert stage == 1 and os.path.basename(run_dir) == f"fold{len(fitted)}"
+        trainer = earnet.EARNetTrainer(config, strategy, 1, 1)
+        fitted.append((trainer, {pair.stem for pair in train}))
+        return {"trainer": trainer}
+
+    def predict_error_maps(trainer, pairs, folder, progress=True):
+        predicted.append((trainer, {pair.stem for pair in pairs}))
+        return real_predict(trainer, pairs, folder, progress)
+
+    monkeypatch.setattr(earnet, "train_stage", train_stage)
+    monkeypatch.setattr(earnet, "predict_error_maps", predict_error_maps)
+    folder = tmp_path / "run" / "error_maps"
+    paths = earnet.write_out_of_fold_error_maps(
+        config, make_strategy("default"), str(tmp_path / "run"), train, val, str(folder), progress=False
+    )
+    stems = {pair.stem for pair in train}
+    assert len(fitted) == len(predicted) == 2
+    for (fold_model, fit), (predictor, held) in zip(fitted, predicted):
+        assert predictor is fold_model and held and fit == stems - held  # never its own training images
+    assert set.union(*(held for _, held in predicted)) == stems
+    assert paths == [str(folder / f"{pair.stem}.png") for pair in train] and all(map(os.path.isfile, paths))
+    with open(f"{folder}.json") as f:
+        summary = json.load(f)
+    assert (summary["source"], summary["error_folds"], summary["images"]) == ("out_of_fold", 2, 4)
+    assert set(summary["per_image"]) == stems
+
+
+def test_out_of_fold_error_maps_are_refused_before_any_training(tmp_path):
+    from tfseg.data.synthetic import write_vessel_dataset
+    from tfseg.training.earnet import EARNetConfig, check_start, train_earnet
+
+    data = write_vessel_dataset(tmp_path / "v", 4, size=(48, 40), seed=0)  # 3 training images, 1 validation
+    config = EARNetConfig(
+        data_path=str(data), val_fraction=0.25, logdir=str(tmp_path / "runs"), error_maps="out_of_fold"
+    )
+    with pytest.raises(ValueError, match="error_folds must be at most 3"):
+        train_earnet(dataclasses.replace(config, error_folds=4), progress=False)
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(ValueError, match="error_folds must be at least 2"):
+        dataclasses.replace(config, error_folds=1)
+    # stage 2 alone: its --init_weights are stage 1's, so the fold models need the recipe's own start
+    official = EARNetConfig(data_path="", recipe="official", init_weights="stage1.weights.h5")
+    check_start(official, (2,))
+    with pytest.raises(ValueError, match="--backbone_weights"):
+        check_start(dataclasses.replace(official, error_maps="out_of_fold"), (2,))
 
 
 def test_training_and_eval_batches_are_normalised_alike(tmp_path):

@@ -13,7 +13,7 @@ METRICS = ("val_F1", "val_Acc", "val_Se", "val_Sp", "val_AUC")
 
 def parse_args(argv=None):
     from tfseg.losses import CRITERIA  # TensorFlow: inside main, where Ctrl-C is handled
-    from tfseg.training.earnet import DATASETS, RECIPE_FIELDS, RECIPES, EARNetConfig
+    from tfseg.training.earnet import DATASETS, ERROR_MAPS, RECIPE_FIELDS, RECIPES, EARNetConfig
 
     d = EARNetConfig(data_path="")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -91,6 +91,16 @@ def parse_args(argv=None):
         help="BatchNorm on OCR's object-region vectors as the original (off: with 2 classes it normalises over "
         "2 x batch values)",
     )
+    add(
+        p,
+        "error_maps",
+        default=d.error_maps,
+        choices=list(ERROR_MAPS),
+        help="which stage-1 model predicts each training image's error map for stage 2: in_sample (the original: "
+        "the best stage-1 model, which fitted the image) or out_of_fold (--error_folds extra stage-1 trainings, "
+        "each on the other folds of the training images; that much longer)",
+    )
+    add(p, "error_folds", type=int, default=d.error_folds, help="folds of --error_maps out_of_fold (at least 2)")
     p.set_defaults(**dict.fromkeys(RECIPE_FIELDS))  # None: not given
     args = cli.check_training_args(p, p.parse_args(argv))
     if not args.resume:  # the recipe's values where no flag was given (on --resume the stored ones count)
@@ -131,7 +141,8 @@ def train(args):
         with open(summary) as f:
             errors = json.load(f)
         print(
-            f"error maps: {results['error_maps']} ({percent(errors['error_pixel_fraction'])} of the "
+            f"error maps: {results['error_maps']} ({errors['source'].replace('_', ' ')}: "
+            f"{percent(errors['error_pixel_fraction'])} of the "
             f"{errors['region']} pixels, {percent(errors['missed_vessel_fraction'])} of the vessel pixels missed)"
         )
     for stage in ("stage1", "stage2"):

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 CHASE_TRAIN = 20  # CHASE_DB1's usual split: the first 20 images train, the last 8 test
 DATASETS = ("drive", "stare", "chase", "folder")
 TEST_IDS = "test_ids.txt"  # in the run folder: the held-out test images of the split protocol
+ERROR_MAPS = ("in_sample", "out_of_fold")  # which stage-1 model predicts a training image's error map
 
 
 NO_INIT = "none"  # backbone_weights: train stage 1 from scratch although the recipe starts from ImageNet weights
@@ -122,6 +123,8 @@ class EARNetConfig(TrainingConfig):
     norm: str = None  # group | batch (the original)
     region_batchnorm: bool = False  # True: BN on the OCR object-region vectors, as the original (see HRNetOCR)
     loss: str = None  # ce | rmi: the criterion of both stages (EARNetLoss)
+    error_maps: str = "in_sample"  # ERROR_MAPS: stage 1's best model (the original) or one that never saw the image
+    error_folds: int = 3  # out_of_fold: this many stage-1 models, each trained on the other folds
 
     def __post_init__(self):
         if self.recipe not in RECIPES:
@@ -135,6 +138,10 @@ class EARNetConfig(TrainingConfig):
             raise ValueError(f"norm must be group or batch, got {self.norm!r}")
         if self.loss not in CRITERIA:
             raise ValueError(f"loss must be one of {tuple(CRITERIA)}, got {self.loss!r}")
+        if self.error_maps not in ERROR_MAPS:
+            raise ValueError(f"error_maps must be one of {ERROR_MAPS}, got {self.error_maps!r}")
+        if self.error_folds < 2:
+            raise ValueError(f"error_folds must be at least 2, got {self.error_folds}")
         if self.lr is None:
             self.lr = 1e-3 if self.optimizer == "adam" else 1e-2
         if self.stage2_lr is None:
@@ -167,18 +174,27 @@ class EARNetConfig(TrainingConfig):
 def check_start(config, stages):
     """Before any run folder: the official recipe trains stage 1 from the HRNet-W48 ImageNet weights, so it refuses
     to start without them (`backbone_weights`), the explicit `NO_INIT` or a whole model's `init_weights`; trunk
-    weights stage 1 would load must fit its trunk (`check_trunk_weights`)."""
-    if 1 not in stages:
-        return
-    if config.recipe == "official" and config.init_weights is None and config.backbone_weights is None:
-        kind, checkpoint = IMAGENET_CHECKPOINTS[config.config]
-        raise ValueError(
-            f"--recipe official starts from the HRNet ImageNet weights: convert {checkpoint} with convert_weights.py "
-            f"--model {kind} and give the file as --backbone_weights FILE.weights.h5, or --backbone_weights "
-            f"{NO_INIT} to train from scratch"
-        )
-    if config.trunk_weights:
-        check_trunk_weights(config.trunk_weights, config.config, config.norm)
+    weights stage 1 would load must fit its trunk (`check_trunk_weights`). The out-of-fold error maps' stage-1
+    models start as stage 1 does (`fold_config`), never from stage-1 weights given to stage 2 alone."""
+    starts = [config] if 1 in stages else []
+    if config.error_maps == "out_of_fold":
+        starts.append(fold_config(config, stages))
+    for first in starts:
+        if first.recipe == "official" and first.init_weights is None and first.backbone_weights is None:
+            kind, checkpoint = IMAGENET_CHECKPOINTS[first.config]
+            raise ValueError(
+                f"--recipe official starts from the HRNet ImageNet weights: convert {checkpoint} with "
+                f"convert_weights.py --model {kind} and give the file as --backbone_weights FILE.weights.h5, or "
+                f"--backbone_weights {NO_INIT} to train from scratch"
+            )
+        if first.trunk_weights:
+            check_trunk_weights(first.trunk_weights, first.config, first.norm)
+
+
+def fold_config(config, stages):
+    """The config of the out-of-fold stage-1 models: stage 1's start (`init_weights` only when stage 1 is trained
+    here: trained alone, stage 2's `init_weights` are stage-1 weights that saw every training image), no export."""
+    return dataclasses.replace(config, init_weights=config.init_weights if 1 in stages else None, export=False)
 
 
 def make_optimizer(config, stage, total_steps):
@@ -297,8 +313,41 @@ def built(model):
 def write_error_maps(trainer, pairs, folder, progress=True):
     """Stage-1 error maps of the training images at full size, multi-scale, no augmentation: `folder/<stem>.png`
     (0/255), and `<folder>.json` (`error_summary`). Returns the maps' paths in the order of `pairs`."""
+    counts = predict_error_maps(trainer, pairs, folder, progress)
+    write_error_summary(folder, pairs, counts, "in_sample")
+    return [os.path.join(folder, f"{pair.stem}.png") for pair in pairs]
+
+
+def write_out_of_fold_error_maps(config, strategy, root, train, val, folder, progress=True, resume=False):
+    """Error maps predicted out of fold: the training images cut into `config.error_folds` folds
+    (`vessels.kfold_split`), a stage-1 model trained on the other folds (`<root>/error_folds/fold<k>`, the stage-1
+    recipe and `val` for its checkpoint) predicts each fold's maps, so that no map comes from a model that fitted
+    its image (in sample, a stage 1 that fits its training images leaves the maps nearly empty). Written like
+    `write_error_maps`; returns the paths in the order of `train`."""
+    counts = {}
+    for fold in range(config.error_folds):
+        fit, held = vessels.kfold_split(train, config.error_folds, fold, config.seed)
+        log.info("Out-of-fold error maps: stage-1 model %d of %d on %d images", fold + 1, config.error_folds, len(fit))
+        result = train_stage(
+            config,
+            strategy,
+            1,
+            os.path.join(root, "error_folds", f"fold{fold}"),
+            fit,
+            val,
+            resume=resume,
+            progress=progress,
+        )
+        counts.update(predict_error_maps(result["trainer"], held, folder, progress))
+    write_error_summary(folder, train, counts, "out_of_fold", config.error_folds)
+    return [os.path.join(folder, f"{pair.stem}.png") for pair in train]
+
+
+def predict_error_maps(trainer, pairs, folder, progress=True):
+    """`trainer`'s error maps of `pairs` (`error_map` of the multi-scale prediction at 0.5 = argmax) as
+    `folder/<stem>.png`; returns the counts of `error_summary` by stem."""
     os.makedirs(folder, exist_ok=True)
-    paths, counts = [], {}
+    counts = {}
     dataset = vessels.make_vessel_dataset(pairs, trainer.model.normalization, 1, None, training=False)
     for pair, (images, _) in tqdm(
         zip(pairs, dataset), total=len(pairs), desc="error maps", disable=not progress, leave=False
@@ -306,9 +355,7 @@ def write_error_maps(trainer, pairs, folder, progress=True):
         predicted = trainer.probabilities(images)[0] > 0.5  # = argmax of the two classes
         truth = read_mask(pair.mask)
         errors = error_map(predicted, truth)
-        path = os.path.join(folder, f"{pair.stem}.png")
-        write_png(path, errors * 255)
-        paths.append(path)
+        write_png(os.path.join(folder, f"{pair.stem}.png"), errors * 255)
         region = read_mask(pair.fov) if pair.fov else np.ones_like(truth)
         counts[pair.stem] = {
             "errors": int(errors[region].sum()),
@@ -316,16 +363,21 @@ def write_error_maps(trainer, pairs, folder, progress=True):
             "missed": int((errors.astype(bool) & truth)[region].sum()),
             "vessels": int(truth[region].sum()),
         }
-    summary = error_summary(counts, all(pair.fov for pair in pairs))
+    return counts
+
+
+def write_error_summary(folder, pairs, counts, source, folds=None):
+    """`<folder>.json`: `error_summary` of the maps of `pairs`, with how they were predicted (`ERROR_MAPS`)."""
+    summary = {"source": source, "error_folds": folds, **error_summary(counts, all(pair.fov for pair in pairs))}
     files.write_json(f"{folder}.json", summary)
     log.info(
-        "Error maps of %d training images: %s of the %s pixels are errors; %s of the vessel pixels missed",
+        "Error maps (%s) of %d training images: %s of the %s pixels are errors; %s of the vessel pixels missed",
+        source.replace("_", " "),
         len(pairs),
         percent(summary["error_pixel_fraction"]),
         summary["region"],
         percent(summary["missed_vessel_fraction"]),
     )
-    return paths
 
 
 def percent(fraction):
@@ -416,6 +468,8 @@ def _train_stages(config, strategy, root, stages, progress, resume, callbacks):
     stage1_weights = stage1_best if resume and os.path.isfile(stage1_best) else config.start_weights
     train, val, test = split_pairs(config)
     sources.check_pairs(train + val)
+    if 2 in stages and config.error_maps == "out_of_fold" and config.error_folds > len(train):
+        raise ValueError(f"error_folds must be at most {len(train)} (the training images), got {config.error_folds}")
     # the test images too: held out as well
     data_check = check_near_duplicates(train, val + test, config.allow_near_duplicates, THRESHOLDS["vessel"])
     if is_chief(strategy) and config.export and config.export_dir:
@@ -436,17 +490,23 @@ def _train_stages(config, strategy, root, stages, progress, resume, callbacks):
         )
         stage1_weights = first["run"].best_weights
         results["stage1"] = _finish(first, config, last=2 not in stages)
-        error_dir = results["error_maps"] = _error_folder(root, strategy)
-        error_paths = write_error_maps(first["trainer"], train, error_dir, progress)
+    if 2 in stages and stage1_weights is None:
+        raise ValueError(
+            "Stage 2 needs the stage-1 weights: train stage 1, or give its best.weights.h5 as --init_weights"
+        )
+    error_dir = results["error_maps"] = _error_folder(root, strategy)
+    if 2 in stages and config.error_maps == "out_of_fold":
+        error_paths = write_out_of_fold_error_maps(
+            fold_config(config, stages), strategy, root, train, val, error_dir, progress, resume
+        )
+    else:  # in sample (stage 1 alone writes them too: their error-pixel fraction says what stage 2 would get)
+        first_trainer = (
+            first["trainer"]
+            if 1 in stages
+            else EARNetTrainer(dataclasses.replace(config, init_weights=stage1_weights), strategy, 1, 1)
+        )
+        error_paths = write_error_maps(first_trainer, train, error_dir, progress)
     if 2 in stages:
-        if stage1_weights is None:
-            raise ValueError(
-                "Stage 2 needs the stage-1 weights: train stage 1, or give its best.weights.h5 as --init_weights"
-            )
-        if 1 not in stages:
-            first_trainer = EARNetTrainer(dataclasses.replace(config, init_weights=stage1_weights), strategy, 1, 1)
-            error_dir = results["error_maps"] = _error_folder(root, strategy)
-            error_paths = write_error_maps(first_trainer, train, error_dir, progress)
         second = train_stage(
             config,
             strategy,
