@@ -6,13 +6,14 @@ One fold a call. The run trains stage 1, writes the error maps of the training i
 (`train_earnet`, exports off), then scores the best weights of each stage on the fold's test images at the
 inference scales, as `test_model.py` does: pooled over the images and mean per image, whole image and inside the
 FOV (the dataset's masks, else `estimate_fov` as `--estimate_fov`). Results go to `<logdir>/<run>.json`; a run
-already there is not trained again. `--error_maps out_of_fold` adds a stage 2 from the same stage 1 with error
-maps predicted out of fold (`--error_folds` stage-1 models, each on the other folds of the training images).
+already there is not trained again. `--variants stage2_out_of_fold` adds a stage 2 from the same stage 1 with error
+maps predicted out of fold (`--error_folds` stage-1 models, each on the other folds of the training images), and
+`--variants stage1_continued` stage 1 trained on as long as stage 2 without the error head (the control).
 `--report` prints the table of every result file in `--logdir`.
 
     python benchmarks/earnet_stages.py --data_path ../shared/data/STARE --dataset stare --fold 0 --logdir runs/stages
     python benchmarks/earnet_stages.py --data_path ../shared/data/STARE --dataset stare --fold 0 --logdir runs/stages \
-        --error_maps out_of_fold
+        --variants stage2_out_of_fold stage1_continued
     python benchmarks/earnet_stages.py --data_path ../shared/data/CHASEDB1 --dataset chase --logdir runs/stages
     python benchmarks/earnet_stages.py --logdir runs/stages --report
 """
@@ -51,10 +52,12 @@ def main():
     p.add_argument("--stage2_epochs", type=int)
     p.add_argument("--steps_per_epoch", type=int, help="(default: the recipe's)")
     p.add_argument(
-        "--error_maps",
-        default="in_sample",
-        choices=["in_sample", "out_of_fold"],
-        help="out_of_fold: also a stage 2 from the same stage 1 with out-of-fold error maps",
+        "--variants",
+        nargs="*",
+        default=[],
+        choices=["stage2_out_of_fold", "stage1_continued"],
+        help="also train, from the same stage 1: a stage 2 on out-of-fold error maps; stage 1 trained on for stage "
+        "2's epochs at its lr (the control)",
     )
     p.add_argument("--error_folds", type=int, default=3)
     p.add_argument("--report", action="store_true", help="print the table of the results in --logdir")
@@ -96,22 +99,49 @@ def main():
             "stage2": {"validation": results["stage2"]["best"], "test": score(config, 2, stage1, test, stage2)},
         }
         files.write_json(out, record)
-    if args.error_maps == "out_of_fold" and "stage2_out_of_fold" not in record:
-        stage1 = os.path.join(args.logdir, name, "stage1", "best.weights.h5")
-        start = time.time()
-        variant = dataclasses.replace(
-            config, run_name=f"{name}_out_of_fold", init_weights=stage1, error_maps="out_of_fold"
-        )
-        results = train_earnet(variant, stages=(2,), progress=False)
-        stage2 = os.path.join(results["stage2"]["run_dir"], "best.weights.h5")
-        record["stage2_out_of_fold_minutes"] = (time.time() - start) / 60
-        record["stage2_out_of_fold_error_maps"] = error_fractions(results)
-        record["stage2_out_of_fold"] = {
+    stage1 = os.path.join(args.logdir, name, "stage1", "best.weights.h5")
+    for variant in args.variants:
+        if variant not in record:
+            record.update(VARIANTS[variant](config, stage1, test))
+            files.write_json(out, record)
+    print(report(args.logdir))
+
+
+def stage2_out_of_fold(config, stage1, test):
+    """Stage 2 from the same stage 1, with error maps predicted out of fold."""
+    start = time.time()
+    variant = dataclasses.replace(
+        config, run_name=f"{config.run_name}_out_of_fold", init_weights=stage1, error_maps="out_of_fold"
+    )
+    results = train_earnet(variant, stages=(2,), progress=False)
+    stage2 = os.path.join(results["stage2"]["run_dir"], "best.weights.h5")
+    return {
+        "stage2_out_of_fold_minutes": (time.time() - start) / 60,
+        "stage2_out_of_fold_error_maps": error_fractions(results),
+        "stage2_out_of_fold": {
             "validation": results["stage2"]["best"],
             "test": score(variant, 2, stage1, test, stage2),
-        }
-        files.write_json(out, record)
-    print(report(args.logdir))
+        },
+    }
+
+
+def stage1_continued(config, stage1, test):
+    """The control for stage 2's extra training: stage 1 trained on from its best weights for stage 2's epochs at
+    stage 2's learning rate, without the error head (is a gain the error attention's or the extra steps'?)."""
+    variant = dataclasses.replace(
+        config,
+        run_name=f"{config.run_name}_stage1_continued",
+        init_weights=stage1,
+        epochs=config.stage2_epochs,
+        lr=config.stage2_lr,
+    )
+    results = train_earnet(variant, stages=(1,), progress=False)
+    weights = os.path.join(results["stage1"]["run_dir"], "best.weights.h5")
+    return {"stage1_continued": {"validation": results["stage1"]["best"], "test": score(variant, 1, weights, test)}}
+
+
+VARIANTS = {"stage2_out_of_fold": stage2_out_of_fold, "stage1_continued": stage1_continued}
+STAGES = ("stage1", "stage1_continued", "stage2", "stage2_out_of_fold")  # the report's rows, in this order
 
 
 def error_fractions(results):
@@ -159,14 +189,14 @@ def report(logdir):
         with open(path) as f:
             record = json.load(f)
         errors = record["error_maps"]
-        for stage in ("stage1", "stage2", "stage2_out_of_fold"):
+        for stage in STAGES:
             if stage not in record:
                 continue
             test = record[stage]["test"]
             fov, whole = test["fov_pooled"], test["pooled"]
             cells = [fov["Se"], fov["Sp"], fov["F1"], fov["AUC"], whole["Acc"], whole["Se"], whole["F1"], whole["AUC"]]
             extra = ["", "", ""]
-            if stage != "stage1":
+            if stage.startswith("stage2"):
                 maps = record.get(f"{stage}_error_maps", errors)
                 extra = [
                     f"{100 * maps['error_pixel_fraction']:.2f} %",
@@ -191,7 +221,7 @@ def mean_rows(logdir):
     for path in sorted(glob.glob(os.path.join(logdir, "*.json"))):
         with open(path) as f:
             record = json.load(f)
-        for stage in ("stage1", "stage2", "stage2_out_of_fold"):
+        for stage in STAGES:
             if stage in record:
                 by_stage.setdefault(stage, []).append(record[stage]["test"]["fov_pooled"])
     return [
