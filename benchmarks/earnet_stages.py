@@ -216,19 +216,24 @@ def report(logdir):
 
 
 def mean_rows(logdir):
-    """Per stage, the mean over the result files of the pooled FOV Se and F1 (the folds' average)."""
-    by_stage = {}
+    """Per stage, the mean over the result files of the pooled FOV Se, F1 and AUC (the folds' average), and over
+    the runs that have every stage some run has (the variants compared on the same folds)."""
+    records = []
     for path in sorted(glob.glob(os.path.join(logdir, "*.json"))):
         with open(path) as f:
-            record = json.load(f)
-        for stage in STAGES:
-            if stage in record:
-                by_stage.setdefault(stage, []).append(record[stage]["test"]["fov_pooled"])
-    return [
-        f"mean of {len(rows)} runs, {stage}: FOV Se {np.mean([r['Se'] for r in rows]):.4f}, "
-        f"F1 {np.mean([r['F1'] for r in rows]):.4f}, AUC {np.mean([r['AUC'] for r in rows]):.4f}"
-        for stage, rows in by_stage.items()
-    ]
+            records.append(json.load(f))
+    present = [stage for stage in STAGES if any(stage in record for record in records)]
+    complete = [record for record in records if all(stage in record for stage in present)]
+    lines = []
+    for label, chosen in (("runs", records), ("runs with every stage", complete)):
+        for stage in present:
+            rows = [record[stage]["test"]["fov_pooled"] for record in chosen if stage in record]
+            if rows and (label == "runs" or len(complete) < len(records)):
+                lines.append(
+                    f"mean of {len(rows)} {label}, {stage}: FOV Se {np.mean([r['Se'] for r in rows]):.4f}, "
+                    f"F1 {np.mean([r['F1'] for r in rows]):.4f}, AUC {np.mean([r['AUC'] for r in rows]):.4f}"
+                )
+    return lines
 
 
 if __name__ == "__main__":
