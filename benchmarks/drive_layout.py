@@ -3,8 +3,9 @@
 (issue 17): the first 20 images become `training/` (numbers 21-40, as DRIVE's training set), the last 8 `test/`
 (01-08), at DRIVE's size unless told: `images/NN_<split>.tif`, `1st_manual/NN_manual1.gif` (1st observer),
 `mask/NN_<split>_mask.gif` (the FOV, `estimate_fov` of the full-size image, as CHASE_DB1 ships none). Images are
-resized with area averaging, labels and FOV masks by nearest neighbour. The output folder must not exist; keep
-it outside the project (the data's licence allows no redistribution).
+resized with area averaging, labels and FOV masks by nearest neighbour. The output folder must not exist (it is
+written under a temporary name and renamed when whole); keep it outside the project (the data's licence allows
+no redistribution).
 
     python benchmarks/drive_layout.py --chase ../shared/data/CHASEDB1 --out /tmp/chase_drive
     python benchmarks/drive_layout.py --chase ../shared/data/CHASEDB1 --out /tmp/chase_drive_full --size 0 0
@@ -36,6 +37,7 @@ def main():
     pairs = find_dataset(args.chase)
     size = tuple(args.size) if all(args.size) else None
     splits = {"training": (pairs[:CHASE_TRAIN], 21), "test": (pairs[CHASE_TRAIN:], 1)}
+    staging = f"{args.out.rstrip(os.sep)}.partial-{os.getpid()}"
     for split, (chosen, first) in splits.items():
         for number, pair in enumerate(chosen, first):
             image = read_rgb(pair.image)
@@ -45,10 +47,11 @@ def main():
                 f"mask/{number:02d}_{split}_mask.gif": resized(estimate_fov(image) * 255, size, cv2.INTER_NEAREST),
             }
             for name, pixels in layers.items():
-                path = os.path.join(args.out, split, name)
+                path = os.path.join(staging, split, name)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 Image.fromarray(pixels).save(path)  # PIL: OpenCV cannot write GIFs
         print(f"{split}: {len(chosen)} images ({chosen[0].stem} ... {chosen[-1].stem})")
+    os.replace(staging, args.out)
 
 
 def resized(pixels, size, interpolation):

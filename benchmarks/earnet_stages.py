@@ -23,6 +23,7 @@ import dataclasses
 import glob
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -90,7 +91,7 @@ def main():
         stage1 = os.path.join(results["stage1"]["run_dir"], "best.weights.h5")
         stage2 = os.path.join(results["stage2"]["run_dir"], "best.weights.h5")
         record = {
-            "command": " ".join(os.sys.argv),
+            "command": " ".join(sys.argv),
             "config": dataclasses.asdict(config),
             "minutes": (time.time() - start) / 60,
             "test_images": [pair.stem for pair in test],
