@@ -240,6 +240,39 @@ def test_out_of_fold_error_maps_come_from_models_that_never_saw_the_image(tmp_pa
     assert set(summary["per_image"]) == stems
 
 
+def test_stage1_is_released_before_stage2_is_built(tmp_path, monkeypatch):
+    """The stage-1 trainer (model, optimizer, traced steps) is gone once its error maps are written: held through
+    stage 2, it took the W48 official recipe's stage-2 export past a 24 GB machine's memory."""
+    import types
+    import weakref
+
+    from tfseg.data.synthetic import write_vessel_dataset
+    from tfseg.training import earnet
+    from tfseg.training.strategy import make_strategy
+
+    class Trainer:  # a stand-in that, like a Keras model, is part of a reference cycle
+        def __init__(self):
+            self.cycle = self
+
+    stage1, run = [], types.SimpleNamespace(chief=False, best_weights="stage1.weights.h5")
+
+    def train_stage(config, strategy, stage, run_dir, train, val, *args, **options):
+        if stage == 1:
+            trainer = Trainer()
+            stage1.append(weakref.ref(trainer))
+            return {"trainer": trainer, "run": run}
+        assert stage1[0]() is None, "stage 1's trainer is still held while stage 2 is built"
+        return {"trainer": Trainer(), "run": run}
+
+    monkeypatch.setattr(earnet, "train_stage", train_stage)
+    monkeypatch.setattr(earnet, "write_error_maps", lambda trainer, pairs, folder, progress: [])
+    monkeypatch.setattr(earnet, "_finish", lambda result, config, last: {})
+    data = write_vessel_dataset(tmp_path / "v", 4, size=(48, 40), seed=0)
+    config = earnet.EARNetConfig(data_path=str(data), val_fraction=0.25, logdir=str(tmp_path / "runs"))
+    results = earnet._train_stages(config, make_strategy("default"), str(tmp_path / "run"), (1, 2), False, False, None)
+    assert stage1 and set(results) >= {"stage1", "stage2"}
+
+
 def test_out_of_fold_error_maps_are_refused_before_any_training(tmp_path):
     from tfseg.data.synthetic import write_vessel_dataset
     from tfseg.training.earnet import EARNetConfig, check_start, train_earnet

@@ -9,6 +9,7 @@ other paths.
 """
 
 import dataclasses
+import gc
 import logging
 import os
 
@@ -506,7 +507,10 @@ def _train_stages(config, strategy, root, stages, progress, resume, callbacks):
             else EARNetTrainer(dataclasses.replace(config, init_weights=stage1_weights), strategy, 1, 1)
         )
         error_paths = write_error_maps(first_trainer, train, error_dir, progress)
+    last_run = first["run"] if 1 in stages else None
     if 2 in stages:
+        first = first_trainer = None  # stage 1's model, optimizer and traced steps go before stage 2's are built
+        gc.collect()
         second = train_stage(
             config,
             strategy,
@@ -522,7 +526,7 @@ def _train_stages(config, strategy, root, stages, progress, resume, callbacks):
             callbacks=callbacks,
         )
         results["stage2"] = _finish(second, config, last=True)
-    last_run = (second if 2 in stages else first)["run"]
+        last_run = second["run"]
     if test and last_run.chief:
         results["test_ids"] = write_ids(test, os.path.join(root, TEST_IDS))
     return results
