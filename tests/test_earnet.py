@@ -368,6 +368,10 @@ def test_cli_trains_both_stages_resumes_exports_and_evaluates(tmp_path, capsys):
         first = capsys.readouterr().out
         assert "| stage1 (best validation epoch) |" in first and "| stage2 (best validation epoch) |" in first
         assert f"error maps: {run_dir / 'error_maps'} (" in first
+        for stage in ("stage1", "stage2"):  # --no_export: the presets, for export_model.py in a process of its own
+            assert f"{stage} preset: {run_dir / stage / 'preset'} (export: python export_model.py" in first
+            assert (run_dir / stage / "preset" / "model.weights.h5").is_file()
+            assert not (run_dir / stage / "export").exists()
         maps = os.listdir(run_dir / "error_maps")  # named like the images, of the 3 training (not validation) ones
         assert len(maps) == 3 and all(name.endswith("_training.png") for name in maps)
         # stage 2 alone goes on from its checkpoint, from stage 1's best weights and error maps written again

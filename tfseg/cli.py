@@ -209,7 +209,13 @@ def add_training_flags(parser, defaults, data_help):
         "--trained_model_path",
         help="folder the best model is exported to (default: <run folder>/export)",
     )
-    add_flag(parser, "no_export", action="store_true", help="skip the export at the end")
+    add_flag(
+        parser,
+        "no_export",
+        action="store_true",
+        help="skip the export at the end (the run's preset is still written: export_model.py --model RUN/preset "
+        "exports it later)",
+    )
     add_flag(
         parser,
         "allow_near_duplicates",

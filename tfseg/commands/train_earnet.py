@@ -145,10 +145,17 @@ def train(args):
             f"{percent(errors['error_pixel_fraction'])} of the "
             f"{errors['region']} pixels, {percent(errors['missed_vessel_fraction'])} of the vessel pixels missed)"
         )
-    for stage in ("stage1", "stage2"):
-        if stage in results and "export" in results[stage]:
-            print(f"{stage} export: {results[stage]['export']['savedmodel']}")
-    if results.get("test_ids") and "export" in results.get("stage2", results.get("stage1", {})):
+    written = {stage: results[stage].get("export", {}) for stage in ("stage1", "stage2") if stage in results}
+    for stage, paths in written.items():
+        if "savedmodel" in paths:
+            print(f"{stage} export: {paths['savedmodel']}")
+        elif "preset" in paths:
+            output = os.path.join(os.path.dirname(paths["preset"]), "export")
+            print(
+                f"{stage} preset: {paths['preset']} (export: python export_model.py --model {paths['preset']} "
+                f"--output {output})"
+            )
+    if results.get("test_ids") and "savedmodel" in written.get("stage2", written.get("stage1", {})):
         stage = "stage2" if "stage2" in results else "stage1"
         test_data = (
             f"{os.path.join(config.data_path, 'test')}"

@@ -58,7 +58,7 @@ def train(args):
     result = train_pranet(config, resume=args.resume, progress=not args.quiet)
     logging.info("Run folder: %s  best val Dice: %.4f", result["run_dir"], result["best_dice"])
     for kind, path in result.get("export", {}).items():
-        logging.info("Exported %s: %s", kind, path)
+        logging.info("%s: %s", "Preset" if kind == "preset" else f"Exported {kind}", path)
 
 
 main = cli.command(parse_args, train, timestamps=True)

@@ -545,12 +545,12 @@ def _error_folder(root, strategy):
 
 def _finish(stage_result, config, last):
     """Best validation metrics (over the whole log, resumed epochs included) and, when asked, the export of the
-    stage's best model (the last stage's to `config.export_dir` when given)."""
+    stage's best model (the last stage's to `config.export_dir` when given); its preset in any case."""
     trainer, run = stage_result["trainer"], stage_result["run"]
     log_rows = run.read_log() or stage_result["history"]
     best = max(log_rows, key=lambda row: row["val_F1"]) if log_rows else {}
     out = {"run_dir": run.path, "best": best}
-    if run.chief and config.export:
+    if run.chief:
         stage_config = config if last else dataclasses.replace(config, export_dir=None)
         record = training_record(trainer, run, stage_result["train"], stage_result["val"], stage_result["val_data"])
         record["recipe"] = config.recipe_card()

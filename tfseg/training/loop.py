@@ -338,9 +338,11 @@ def image_digests(pairs):
 
 def export_best(trained, run, config, record=None):
     """Copies the best weights into a float32 single-device copy of the trained model (outside any strategy and
-    mixed-precision policy), writes it as the preset `<run>/preset` (its model card from `preset_record`) and
-    exports it to `config.export_dir` or the run's export folder, with `record` (`training_record`) in its
-    tfseg.json; returns {format: path, "preset": folder}."""
+    mixed-precision policy), writes it as the preset `<run>/preset` (its model card from `preset_record`) and,
+    unless `config.export` is off, exports it to `config.export_dir` or the run's export folder, with `record`
+    (`training_record`) in its tfseg.json; returns {format: path, "preset": folder}. (Without the export the preset
+    is what `export_model.py --model <run>/preset` exports later, in a process of its own: the export's tracing
+    needs several GB on top of what a large model's training leaves, docs/BENCHMARKS.md.)"""
     keras.mixed_precision.set_dtype_policy("float32")
     model = type(trained).from_config(trained.get_config())
     model(np.zeros((1, 64, 64, 3), "float32"), training=False)  # builds subclassed models
@@ -350,6 +352,8 @@ def export_best(trained, run, config, record=None):
     training = preset_record(run, config, record) if record else None
     folder = save_preset(model, run.preset, training, overwrite=True)  # the run's own: a resumed run replaces it
     log.info("Preset of the best model: %s", folder)
+    if not config.export:
+        return {"preset": folder}
     exported = export_model(model, config.export_dir or run.export, training=record)
     return {**{name: result["path"] for name, result in exported.items()}, "preset": folder}
 

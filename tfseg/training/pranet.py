@@ -169,7 +169,7 @@ def train_pranet(config, resume=None, progress=True, callbacks=None):
     )
     result = run_training(trainer, run, train_pairs, val_data, len(val_pairs), resume, progress, data_check, callbacks)
     result["best_dice"] = result["best_score"]
-    if run.chief and config.export:
+    if run.chief:
         if os.path.isfile(run.best_weights):
             trainer.model.load_weights(run.best_weights)  # the threshold is chosen with the exported weights
         record = training_record(trainer, run, train_pairs, val_pairs, val_data)
