@@ -1,7 +1,9 @@
 """Compact PyTorch reference of the original PraNet-Res2Net (lib/PraNet_Res2Net.py on lib/Res2Net_v1b.py), written
-independently from ../shared/reference/pranet_res2net_state_dict.tsv, with the original's state-dict keys.
+independently from ../shared/reference/pranet_res2net_state_dict.tsv, with the original's state-dict keys; and of
+PraNet on the original's ResNet50 (lib/ResNet.py: torchvision's layout, stride on the 3x3 conv).
 
-Only the parity tests use it (tests/test_convert.py); it needs torch.
+The parity tests (tests/test_convert.py) and the side-by-side benchmark (benchmarks/versus_torch.py) use it; it
+needs torch.
 """
 
 import torch
@@ -85,6 +87,49 @@ class Res2Net50(nn.Module):
         return x2, x3, self.layer4(x3)
 
 
+class Bottleneck(nn.Module):
+    """lib/ResNet.py's Bottleneck: 1x1, 3x3 (strided), 1x1 x4, projection shortcut on a block's first unit."""
+
+    def __init__(self, inplanes, planes, stride, first):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(inplanes, planes, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv2, self.bn2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv3, self.bn3 = nn.Conv2d(planes, 4 * planes, 1, bias=False), nn.BatchNorm2d(4 * planes)
+        if first:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, 4 * planes, 1, stride, bias=False), nn.BatchNorm2d(4 * planes)
+            )
+        self.first = first
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + (self.downsample(x) if self.first else x))
+
+
+class ResNet50(nn.Module):
+    """Returns the layer2, layer3, layer4 outputs (strides 8, 16, 32)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64)
+        inplanes = 64
+        for index, (planes, blocks, stride) in enumerate(STAGES, 1):
+            units = (
+                Bottleneck(inplanes if b == 0 else 4 * planes, planes, stride if b == 0 else 1, b == 0)
+                for b in range(blocks)
+            )
+            setattr(self, f"layer{index}", nn.Sequential(*units))
+            inplanes = 4 * planes
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        x2 = self.layer2(self.layer1(x))
+        x3 = self.layer3(x2)
+        return x2, x3, self.layer4(x3)
+
+
 class BasicConv2d(nn.Module):
     """Conv (no bias) + BN; no activation."""
 
@@ -142,9 +187,9 @@ class Aggregation(nn.Module):
 class PraNet(nn.Module):
     """forward(x) -> (lateral_map_5, lateral_map_4, lateral_map_3, lateral_map_2) logits, NCHW."""
 
-    def __init__(self, c=32):
+    def __init__(self, c=32, backbone="res2net50"):
         super().__init__()
-        self.resnet = Res2Net50()
+        self.resnet = {"res2net50": Res2Net50, "resnet50": ResNet50}[backbone]()
         self.rfb2_1, self.rfb3_1, self.rfb4_1 = RFB(512, c), RFB(1024, c), RFB(2048, c)
         self.agg1 = Aggregation(c)
         self.ra4_conv1 = BasicConv2d(2048, 256, 1)

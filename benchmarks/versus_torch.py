@@ -1,0 +1,190 @@
+#!/usr/bin/env python
+"""tfseg against the PyTorch PraNet reference (tests/torch_pranet.py: the original's layers, channels_last) in one
+process, the calls interleaved in rounds (one block of calls of each contender in turn), so that a change in the
+machine's load hits all alike: batch-1 and batch-8 forward latency of every export format, and training img/s with
+the first step's time. Random weights (speed does not depend on them); needs torch. Prints markdown tables.
+
+    python benchmarks/versus_torch.py inference --backbones resnet50 res2net50 --calibration CAL --validation VAL
+    python benchmarks/versus_torch.py training --backbones resnet50 res2net50 --batch_size 4 --steps 8
+"""
+
+import argparse
+import functools
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# torch before TensorFlow: torch.optim imports torch._dynamo and with it triton, whose import crashes (SIGSEGV)
+# in a process that has loaded TensorFlow
+import torch
+import torch._dynamo  # noqa: F401
+import torch.nn.functional as F
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.torch_pranet
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tests import torch_pranet  # noqa: E402
+from tfseg.export import export_model  # noqa: E402
+from tfseg.files import read_metadata  # noqa: E402
+from tfseg.inference.predictor import EXPORT_FILES, load_runtime  # noqa: E402
+from tfseg.models import PraNet  # noqa: E402
+from tfseg.quantization import QUANTIZED, QuantizationSettings  # noqa: E402
+from tfseg.training import PraNetConfig, make_strategy  # noqa: E402
+from tfseg.training.pranet import PraNetTrainer  # noqa: E402
+
+
+def rounds(contenders, rounds_, block, warmup):
+    """{name: [seconds of each call]}: `warmup` calls each, then `rounds_` rounds of `block` calls of each in turn."""
+    for call in contenders.values():
+        for _ in range(warmup):
+            call()
+    times = {name: [] for name in contenders}
+    for _ in range(rounds_):
+        for name, call in contenders.items():
+            for _ in range(block):
+                start = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def torch_model(backbone, train):
+    model = torch_pranet.randomize(torch_pranet.PraNet(backbone=backbone)).to(memory_format=torch.channels_last)
+    return model.train(train)
+
+
+def torch_input(x):
+    """NHWC numpy -> NCHW tensor in channels_last memory (a view: no copy)."""
+    return torch.from_numpy(x).permute(0, 3, 1, 2)
+
+
+def inference(args):
+    settings = QuantizationSettings(args.calibration, args.validation, max_dice_drop=1.0, calibration_images=20)
+    quantized = any(f in QUANTIZED for f in args.formats)
+    for backbone in args.backbones:
+        with tempfile.TemporaryDirectory() as folder:
+            model = PraNet(backbone, backbone_weights=None)
+            export_model(model, folder, args.formats, args.size, quantization_settings=settings if quantized else None)
+            metadata = read_metadata(os.path.join(folder, "tfseg.json"))
+            runtimes = {
+                f: load_runtime(os.path.join(folder, EXPORT_FILES[f]), metadata=metadata)[0] for f in args.formats
+            }
+            reference = torch_model(backbone, train=False)
+            for batch in args.batches:
+                if batch > 1:  # the ONNX and TFLite files are batch 1
+                    runtimes = {name: r for name, r in runtimes.items() if name in ("keras", "savedmodel")}
+                print_latencies(backbone, batch, runtimes, reference, args)
+
+
+def print_latencies(backbone, batch, runtimes, reference, args):
+    x = np.random.default_rng(batch).normal(size=(batch, args.size, args.size, 3)).astype("float32")
+    x_torch = torch_input(x)
+    contenders = {"torch": lambda: reference(x_torch)}
+    contenders.update({name: functools.partial(runtime, x) for name, runtime in runtimes.items()})
+    with torch.inference_mode():
+        times = rounds(contenders, args.rounds, args.block, warmup=3)
+    torch_ms = 1e3 * np.median(times["torch"])
+    load = os.getloadavg()[0]
+    for name, t in times.items():
+        ms, p90 = 1e3 * np.median(t), 1e3 * np.percentile(t, 90)
+        cells = f"{ms / batch:.1f} | {p90 / batch:.1f} | {ms / torch_ms:.2f}x"
+        print(f"| {backbone} | {batch} | {name} | {cells} | {load:.2f} |", flush=True)
+
+
+def structure_loss(logits, mask):
+    """The original's structure_loss (weighted BCE as the paper states it, weighted IoU), summed over the maps."""
+    weights = 1 + 5 * torch.abs(F.avg_pool2d(mask, 31, 1, 15) - mask)
+    total = 0
+    for pred in logits:
+        bce = F.binary_cross_entropy_with_logits(pred, mask, reduction="none")
+        bce = (weights * bce).sum((2, 3)) / weights.sum((2, 3))
+        prob = torch.sigmoid(pred)
+        inter = (prob * mask * weights).sum((2, 3))
+        union = ((prob + mask) * weights).sum((2, 3))
+        total = total + (bce + 1 - (inter + 1) / (union - inter + 1)).mean()
+    return total
+
+
+class TorchTrainer:
+    """The original MyTrain.py's step: Adam, the structure loss of the four maps, clip_gradient(optimizer, 0.5)."""
+
+    def __init__(self, backbone, images, masks, lr=1e-4, clip=0.5):
+        self.model = torch_model(backbone, train=True)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr)
+        self.images = torch_input(images)
+        self.masks = torch_input(masks).contiguous(memory_format=torch.channels_last)
+        self.clip = clip
+
+    def step(self):
+        self.optimizer.zero_grad()
+        structure_loss(self.model(self.images), self.masks).backward()
+        for p in self.model.parameters():
+            if p.grad is not None:  # Res2Net's fc: in the checkpoint, never called
+                p.grad.data.clamp_(-self.clip, self.clip)
+        self.optimizer.step()
+
+
+def timed(call):
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def training(args):
+    rng = np.random.default_rng(0)
+    for backbone in args.backbones:
+        images = rng.normal(size=(args.batch_size, args.size, args.size, 3)).astype("float32")
+        masks = (rng.random((args.batch_size, args.size, args.size, 1)) > 0.7).astype("float32")
+        config = PraNetConfig(
+            data_path=".", backbone=backbone, backbone_weights=None, input_size=args.size, batch_size=args.batch_size
+        )
+        trainer = PraNetTrainer(config, make_strategy("default"))
+        tf_step = functools.partial(trainer.train_on_batch, (tf.constant(images), tf.constant(masks)))
+        tf_first = timed(tf_step)  # the trace
+        reference = TorchTrainer(backbone, images, masks)
+        torch_first = timed(reference.step)
+        times = rounds({"tfseg": tf_step, "torch": reference.step}, args.rounds, args.steps, warmup=2)
+        rate = {name: args.batch_size / np.median(t) for name, t in times.items()}
+        cells = f"{rate['tfseg']:.2f} | {rate['torch']:.2f} | {rate['tfseg'] / rate['torch']:.2f}x"
+        firsts = f"{tf_first:.1f} s | {torch_first:.1f} s"
+        print(f"| {backbone} | {args.batch_size} | {cells} | {firsts} | {os.getloadavg()[0]:.2f} |", flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["inference", "training"])
+    p.add_argument("--backbones", nargs="+", default=["resnet50", "res2net50"], choices=["resnet50", "res2net50"])
+    p.add_argument("--size", type=int, default=352)
+    p.add_argument("--threads", type=int, default=2, help="torch's threads (TensorFlow's default is one per core)")
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--block", type=int, default=5, help="inference calls of each contender per round")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument(
+        "--formats", nargs="+", default=["keras", "savedmodel", "onnx", "tflite", "onnx_int8", "tflite_int8"]
+    )
+    p.add_argument("--calibration", help="images for the int8 calibration (needed for int8 formats)")
+    p.add_argument("--validation", help="images with masks for the export's Dice check (needed for int8 formats)")
+    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--steps", type=int, default=4, help="training steps of each contender per round")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.what == "inference":
+        print("| backbone | batch | runtime | median ms/image | p90 ms/image | vs torch | load |")
+        print("|---|---:|---|---:|---:|---:|---:|")
+        inference(args)
+    else:
+        print(
+            "| backbone | batch | tfseg img/s | torch img/s | tfseg / torch | tfseg 1st step | torch 1st step | load |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        training(args)
+
+
+if __name__ == "__main__":
+    main()
