@@ -25,22 +25,35 @@ def cpu_threads():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def cpu_model():
-    """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
+# The CPU features that change which format is fastest: int8 dot products (VNNI) made int8 3.6x float32 on a
+# host with them and 1.9x on one without, both reporting "AMD EPYC" (docs/BENCHMARKS.md, "infer_video")
+TIMING_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
+
+
+def _cpuinfo(key):
+    """The values of `key` in /proc/cpuinfo (Linux), [] elsewhere."""
     try:
         with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+            return [line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == key]
     except OSError:
-        names = []
+        return []
+
+
+def cpu_model():
+    """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
+    names = _cpuinfo("model name")
     return names[0] if names else platform.processor() or platform.machine()
 
 
 def machine():
-    """What a latency depends on besides the model: the CPU model, the threads the runtimes use, the GPUs
-    TensorFlow sees. Two timings compare when these are equal."""
+    """What a latency depends on besides the model: the CPU model and its vector features (TIMING_CPU_FLAGS; a
+    virtual machine's model name can hide them), the threads the runtimes use, the GPUs TensorFlow sees. Two
+    timings compare when these are equal."""
     gpus = tf.config.list_physical_devices("GPU")
+    flags = set(next(iter(_cpuinfo("flags")), "").split())
     return {
         "cpu": cpu_model(),
+        "cpu_flags": [flag for flag in TIMING_CPU_FLAGS if flag in flags],
         "threads": cpu_threads(),
         "gpus": [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus],
     }
@@ -51,14 +64,18 @@ def importable(name):
     return not name.startswith("onnx") or importlib.util.find_spec("onnxruntime") is not None
 
 
-def interleaved_times(runtimes, x, runs, warmup):
+def interleaved_times(runtimes, x, runs, warmup, budget_s=None, min_runs=3):
     """{name: [milliseconds of each call]} of each runtime of {name: runtime} on the batch `x`, the calls
-    interleaved (a change in the machine's load hits every runtime alike), after `warmup` calls each."""
+    interleaved (a change in the machine's load hits every runtime alike), after `warmup` calls each: `runs`
+    rounds, or fewer (at least `min_runs`) once the rounds have taken `budget_s` seconds."""
     for runtime in runtimes.values():
         for _ in range(warmup):
             runtime(x)
     times = {name: [] for name in runtimes}
-    for _ in range(runs):
+    started = time.perf_counter()
+    for done in range(runs):
+        if budget_s is not None and done >= min_runs and time.perf_counter() - started > budget_s:
+            break
         for name, runtime in runtimes.items():
             start = time.perf_counter()
             runtime(x)
@@ -66,10 +83,12 @@ def interleaved_times(runtimes, x, runs, warmup):
     return times
 
 
-def median_latencies(runtimes, input_size, runs=10, warmup=3):
-    """{name: median milliseconds} of `interleaved_times` on one random (1, h, w, 3) batch."""
+def median_latencies(runtimes, input_size, runs=10, warmup=3, budget_s=5.0):
+    """{name: median milliseconds} of `interleaved_times` on one random (1, h, w, 3) batch: 10 rounds for a
+    model of ~0.1 s a call, 3 for one of seconds (an HRNet-W48 at a fundus image's size)."""
     x = np.random.default_rng(0).normal(size=(1, *input_size, 3)).astype("float32")
-    return {name: round(float(np.median(t)), 2) for name, t in interleaved_times(runtimes, x, runs, warmup).items()}
+    times = interleaved_times(runtimes, x, runs, warmup, budget_s)
+    return {name: round(float(np.median(t)), 2) for name, t in times.items()}
 
 
 class KerasRuntime:
