@@ -22,11 +22,12 @@ demo: $(STAMP)
 
 # Two pytest workers (pytest-xdist): one test process leaves half of a 2-core machine idle (TensorFlow's graph
 # building and the file checks run on one core). Each worker holds its own models: mind memory before raising it.
-# Tests are handed out one at a time, the slow ones first (tests/conftest.py), so that the workers end together.
+# Tests are handed out a few at a time, the slow ones first, except that the tests sharing a module-scoped fixture go to
+# one worker together (tests/conftest.py, `--dist loadscope`), which builds the fixture once.
 TEST_WORKERS ?= 2
 
 test: lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 1 --durations=15
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=15
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -18,6 +18,36 @@ SLOW = (
 )
 
 
+# Modules whose tests share a slow module-scoped fixture (an exported or trained model): one worker runs all of a
+# module's tests, so that the fixture is built once (one-test-at-a-time scheduling built test_inference's export
+# three times, 65 s each).
+SHARED_FIXTURE_MODULES = (
+    "test_convert.py",
+    "test_convert_hrnet.py",
+    "test_earnet.py",
+    "test_inference.py",
+    "test_models.py",
+    "test_presets.py",
+    "test_quantization.py",
+)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadscope`: the modules of SHARED_FIXTURE_MODULES as one unit each, every other test alone, in
+    collection order (with `--no-loadscope-reorder`). pytest-xdist's own `loadgroup` would do this with marks,
+    but it renames items through `item._nodeid`, which pytest 9 no longer reads."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            module = nodeid.split("::")[0]
+            return module if module.rsplit("/", 1)[-1] in SHARED_FIXTURE_MODULES else nodeid
+
+    return SharedFixtureScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items):
     """The slow tests first, in SLOW's order; the rest keep theirs."""
     rank = {name: index for index, name in enumerate(SLOW)}
