@@ -27,12 +27,41 @@ class GlobalBatchClipping:
         return [None if g is None else tf.clip_by_value(next(summed), -value, value) / replicas for g in grads]
 
 
+class FusedAdamUpdate:
+    """Mixin for keras.optimizers.Adam: each variable's update as one op, `tf.raw_ops.ResourceApplyAdam`, instead
+    of the ~20 of Keras' `Adam.update_step`; the same formula (Kingma & Ba, Algorithm 1, with the bias corrections
+    folded into the step size, as Keras writes it):
+      m += (1 - b1) (g - m);  v += (1 - b2) (g^2 - v);  var -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps).
+    The first step's graph is built faster (PraNet: 356 variables); the variables and checkpoints are Keras'."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.amsgrad or isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        index = self._get_variable_index(variable)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle,
+            m=self._momentums[index].value.handle,
+            v=self._velocities[index].value.handle,
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(gradient, dtype),
+        )
+
+
 @functools.cache
 def global_batch_clipping(optimizer_class):
-    """`optimizer_class` (e.g. keras.optimizers.Adam) with GlobalBatchClipping, registered for saving as
-    `tfseg>GlobalBatchClipped<Name>`."""
+    """`optimizer_class` (e.g. keras.optimizers.Adam) with GlobalBatchClipping (and, for Adam, FusedAdamUpdate),
+    registered for saving as `tfseg>GlobalBatchClipped<Name>`."""
     name = f"GlobalBatchClipped{optimizer_class.__name__}"
-    subclass = type(name, (GlobalBatchClipping, optimizer_class), {"__doc__": GlobalBatchClipping.__doc__})
+    fused = (FusedAdamUpdate,) if optimizer_class is keras.optimizers.Adam else ()
+    subclass = type(name, (GlobalBatchClipping, *fused, optimizer_class), {"__doc__": GlobalBatchClipping.__doc__})
     return keras.saving.register_keras_serializable(package="tfseg", name=name)(subclass)
 
 
