@@ -16,27 +16,33 @@ import tempfile
 import time
 from pathlib import Path
 
-# torch before TensorFlow: torch.optim imports torch._dynamo and with it triton, whose import crashes (SIGSEGV)
-# in a process that has loaded TensorFlow
-import torch
-import torch._dynamo  # noqa: F401
-import torch.nn.functional as F
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.torch_pranet
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from tests import torch_pranet  # noqa: E402
-from tfseg.export import export_model  # noqa: E402
-from tfseg.files import read_metadata  # noqa: E402
-from tfseg.inference.predictor import EXPORT_FILES, load_runtime  # noqa: E402
-from tfseg.models import PraNet  # noqa: E402
-from tfseg.quantization import QUANTIZED, QuantizationSettings  # noqa: E402
-from tfseg.training import PraNetConfig, make_strategy  # noqa: E402
-from tfseg.training.pranet import PraNetTrainer  # noqa: E402
+def import_libraries():
+    """torch, then TensorFlow and tfseg, as globals, once the arguments are parsed (--help needs neither). torch
+    first: `torch.optim` imports torch._dynamo and with it triton, whose import crashes (SIGSEGV) in a process that
+    has loaded TensorFlow."""
+    global torch, F
+    import torch
+    import torch._dynamo  # noqa: F401
+    import torch.nn.functional as F
+
+    global np, tf, torch_pranet, export_model, read_metadata, EXPORT_FILES, load_runtime, PraNet
+    global QUANTIZED, QuantizationSettings, PraNetConfig, make_strategy, PraNetTrainer
+    import numpy as np
+    import tensorflow as tf
+
+    from tests import torch_pranet
+    from tfseg.export import export_model
+    from tfseg.files import read_metadata
+    from tfseg.inference.predictor import EXPORT_FILES, load_runtime
+    from tfseg.models import PraNet
+    from tfseg.quantization import QUANTIZED, QuantizationSettings
+    from tfseg.training import PraNetConfig, make_strategy
+    from tfseg.training.pranet import PraNetTrainer
 
 
 def rounds(contenders, rounds_, block, warmup):
@@ -173,6 +179,7 @@ def main():
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--steps", type=int, default=4, help="training steps of each contender per round")
     args = p.parse_args()
+    import_libraries()
     torch.set_num_threads(args.threads)
     if args.what == "inference":
         print("| backbone | batch | runtime | median ms/image | p90 ms/image | vs torch | load |")
