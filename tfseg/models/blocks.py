@@ -16,13 +16,18 @@ TILED_CONV_WEIGHTS = 2**15  # kernels this large are tiled (half of a 256 KiB L2
 
 
 def _tile_windows(length, kernel, stride, tile):
-    """One axis of `tiled_conv`: (tiles, outputs per tile, window length, total outputs, window indices)."""
+    """One axis of `tiled_conv`: (tiles, outputs per tile, window length, total outputs); Python ints for a
+    static length, tensors otherwise."""
     outputs = (length - kernel) // stride + 1
     count = (outputs + tile - 1) // tile
     size = (outputs + count - 1) // count
-    window = (size - 1) * stride + kernel
+    return count, size, (size - 1) * stride + kernel, outputs
+
+
+def _window_indices(length, count, size, stride, window):
+    """The input rows (or columns) of each tile's window, tile after tile, clamped to the input (then cropped)."""
     index = ops.arange(count)[:, None] * (size * stride) + ops.arange(window)[None]
-    return count, size, window, outputs, ops.minimum(ops.reshape(index, (-1,)), length - 1)  # clamped: cropped
+    return ops.minimum(ops.reshape(index, (-1,)), length - 1)
 
 
 def tiled_conv(conv, x, tile=CONV_TILE):
@@ -36,10 +41,11 @@ def tiled_conv(conv, x, tile=CONV_TILE):
         return conv(x)
     batch, height, width, channels = ops.shape(x)
     (kh, kw), (sh, sw) = [(k - 1) * d + 1 for k, d in zip(conv.kernel_size, conv.dilation_rate)], conv.strides
-    nh, th, wh, oh, ih = _tile_windows(height, kh, sh, tile)
-    nw, tw, ww, ow, iw = _tile_windows(width, kw, sw, tile)
-    if isinstance(nh, int) and isinstance(nw, int) and nh == nw == 1:  # a static shape, one tile
+    nh, th, wh, oh = _tile_windows(height, kh, sh, tile)
+    nw, tw, ww, ow = _tile_windows(width, kw, sw, tile)
+    if isinstance(nh, int) and isinstance(nw, int) and nh == nw == 1:  # a static shape, one tile: no index ops
         return conv(x)
+    ih, iw = _window_indices(height, nh, th, sh, wh), _window_indices(width, nw, tw, sw, ww)
     x = ops.reshape(ops.take(ops.take(x, ih, axis=1), iw, axis=2), (batch, nh, wh, nw, ww, channels))
     y = conv(ops.reshape(ops.transpose(x, (0, 1, 3, 2, 4, 5)), (-1, wh, ww, channels)))
     y = ops.transpose(ops.reshape(y, (batch, nh, nw, th, tw, conv.filters)), (0, 1, 3, 2, 4, 5))
