@@ -31,7 +31,7 @@ def import_libraries():
     import torch.nn.functional as F
 
     global np, tf, torch_pranet, export_model, read_metadata, EXPORT_FILES, load_runtime, PraNet
-    global QUANTIZED, QuantizationSettings, PraNetConfig, make_strategy, PraNetTrainer
+    global QUANTIZED, QuantizationError, QuantizationSettings, PraNetConfig, make_strategy, PraNetTrainer
     import numpy as np
     import tensorflow as tf
 
@@ -40,7 +40,7 @@ def import_libraries():
     from tfseg.files import read_metadata
     from tfseg.inference.predictor import EXPORT_FILES, load_runtime
     from tfseg.models import PraNet
-    from tfseg.quantization import QUANTIZED, QuantizationSettings
+    from tfseg.quantization import QUANTIZED, QuantizationError, QuantizationSettings
     from tfseg.training import PraNetConfig, make_strategy
     from tfseg.training.pranet import PraNetTrainer
 
@@ -83,9 +83,8 @@ def inference(args):
             }
             reference = torch_model(backbone, train=False)
             for batch in args.batches:
-                if batch > 1:  # the ONNX and TFLite files are batch 1
-                    runtimes = {name: r for name, r in runtimes.items() if name in ("keras", "savedmodel")}
-                print_latencies(backbone, batch, runtimes, reference, args)
+                batched = {name: r for name, r in runtimes.items() if batch == 1 or name in ("keras", "savedmodel")}
+                print_latencies(backbone, batch, batched, reference, args)  # ONNX and TFLite files are batch 1
 
 
 def print_latencies(backbone, batch, runtimes, reference, args):
@@ -184,7 +183,10 @@ def main():
     if args.what == "inference":
         print("| backbone | batch | runtime | median ms/image | p90 ms/image | vs torch | load |")
         print("|---|---:|---|---:|---:|---:|---:|")
-        inference(args)
+        try:
+            inference(args)
+        except QuantizationError as error:  # e.g. an int8 format without --calibration
+            p.error(str(error))
     else:
         print(
             "| backbone | batch | tfseg img/s | torch img/s | tfseg / torch | tfseg 1st step | torch 1st step | load |"

@@ -32,7 +32,7 @@ class FusedAdamUpdate:
     of the ~20 of Keras' `Adam.update_step`; the same formula (Kingma & Ba, Algorithm 1, with the bias corrections
     folded into the step size, as Keras writes it):
       m += (1 - b1) (g - m);  v += (1 - b2) (g^2 - v);  var -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps).
-    The first step's graph is built faster (PraNet: 356 variables); the variables and checkpoints are Keras'."""
+    The first step's graph is built faster (PraNet-MobileNetV2: 356 variables); variables and checkpoints are Keras'."""
 
     def update_step(self, gradient, variable, learning_rate):
         if self.amsgrad or isinstance(gradient, tf.IndexedSlices):
