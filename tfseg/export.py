@@ -70,9 +70,9 @@ def prediction_function(model, spec):
 
 def export_savedmodel(model, path, spec):
     """The SavedModel with `serve` and `serve_uint8` endpoints (`serve` also as "serving_default"), and its
-    `tfseg.json`. Written by `tf.saved_model.save` of the endpoints and the model's variables, which is what
-    `keras.export.ExportArchive` writes, less its walk of every layer for resources (a model has none) and its
-    second trace of each endpoint: half the time."""
+    `tfseg.json`. Written by `tf.saved_model.save` of the endpoints and the model's variables: the file
+    `keras.export.ExportArchive` writes, without its walk of every layer for resources (a model has none) and
+    its three traces of each endpoint (one here): PraNet-MobileNetV2 13 s -> 6 s (docs/BENCHMARKS.md)."""
     root = tf.__internal__.tracking.AutoTrackable()
     root.variables = [variable.value for variable in model.variables]
     root.trainable_variables = [variable.value for variable in model.trainable_variables]
