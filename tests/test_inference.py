@@ -117,6 +117,19 @@ def test_fastest_runtime_is_the_default_and_files_load_alone(exported, image):
     assert Predictor.load(folder / "savedmodel", input_size=96).predict(image).shape == (75, 103)
 
 
+def test_the_keras_runtime_runs_a_fixed_size_model_at_static_sizes(exported, image):
+    """A PraNet's Keras runtime traces its model at the input's static height and width: native resizes, no
+    gathers (faster, docs/BENCHMARKS.md); the same probabilities as the SavedModel's any-size `serve`."""
+    _, folder = exported
+    predictor = Predictor.load(folder, runtime="keras")
+    np.testing.assert_allclose(
+        predictor.predict(image), Predictor.load(folder, runtime="savedmodel").predict(image), atol=1e-5
+    )
+    (function,) = predictor.runtime._functions.values()
+    ops = {op.type for op in function.get_concrete_function().graph.get_operations()}
+    assert "ResizeBilinear" in ops and "GatherV2" not in ops
+
+
 def test_batch_and_flip_tta(exported, image):
     _, folder = exported
     predictor = Predictor.load(folder, runtime="tflite")

@@ -185,7 +185,9 @@ def load_runtime(path, backbone=None, metadata=None):
         runtime = TFLiteRuntime(path)
     else:
         model = load_keras_model(path, backbone)
-        return KerasRuntime(model, model.prediction_output), metadata or model.inference_spec()
+        metadata = metadata or model.inference_spec()
+        fixed_size = metadata.get("input_size") is not None
+        return KerasRuntime(model, model.prediction_output, fixed_size), metadata
     if metadata is None:
         raise FileNotFoundError(
             f"No {METADATA_FILE} beside {path}: its preprocessing is unknown (export it "
@@ -268,7 +270,7 @@ class Predictor:
         metadata = metadata or model.inference_spec()
         spec = spec_of(metadata, handle)
         return cls(
-            KerasRuntime(model, spec["prediction_output"]),
+            KerasRuntime(model, spec["prediction_output"], (input_size or spec["input_size"]) is not None),
             input_size or spec["input_size"],
             spec["normalization"],
             spec["activation"],

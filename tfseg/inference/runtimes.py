@@ -91,19 +91,35 @@ def median_latencies(runtimes, input_size, runs=10, warmup=3, budget_s=5.0):
     return {name: round(float(np.median(t)), 2) for name, t in times.items()}
 
 
+STATIC_SIZES = 4  # KerasRuntime: input sizes traced with static shapes
+
+
 class KerasRuntime:
+    """The Keras model under tf.function. `fixed_size` (a model run at one training size, as PraNet): one trace
+    per input height and width (up to STATIC_SIZES of them), so that the model sees static sizes and its resizes
+    run as native ops (tfseg.models.blocks.resize_bilinear; PraNet-ResNet50 at 352 x 352, batch 1: ~7 % faster
+    than with the gathers of dynamic sizes, docs/BENCHMARKS.md); otherwise one trace for every size (EAR-Net:
+    images of any size)."""
+
     name = "keras"
     input_size = None
 
-    def __init__(self, model, prediction_output):
+    def __init__(self, model, prediction_output, fixed_size=False):
         self.model = model
-        self._logits = tf.function(
-            lambda x: model(x, training=False)[prediction_output],
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
-        )
+        self._logits = lambda x: model(x, training=False)[prediction_output]
+        self._functions = {}  # {(height, width) or None: tf.function}
+        self._fixed_size = fixed_size
 
     def __call__(self, x):
-        return self._logits(x).numpy()
+        size = tuple(x.shape[1:3]) if self._fixed_size else None
+        if size not in self._functions and len(self._functions) >= STATIC_SIZES:
+            size = None  # called at many sizes after all: one trace for the rest
+        if size not in self._functions:
+            height, width = size or (None, None)
+            self._functions[size] = tf.function(
+                self._logits, input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)]
+            )
+        return self._functions[size](x).numpy()
 
 
 class SavedModelRuntime:
