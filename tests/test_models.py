@@ -156,3 +156,38 @@ def test_tiled_conv_matches_one_conv(kernel, strides, dilation):
 
 def test_pranet_passes_the_model_checks(mobilenet_pranet, tmp_path):
     check_model(mobilenet_pranet, random_images(1, 64, 96), tmp_path)
+
+
+def test_batchnorm_trains_as_keras_batchnormalization_in_a_smaller_graph():
+    """tfseg's BatchNorm (closed-form gradient through the batch statistics) against keras.layers.BatchNormalization
+    in one traced training step: the same outputs, gradients of x, gamma and beta, and moving averages, in fewer
+    ops; inference mode is Keras' own."""
+    from tfseg.models.blocks import BatchNorm
+
+    shape = (4, 9, 7, 16)
+    x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, size=shape).astype("float32"))
+    weights = tf.constant(np.random.default_rng(1).normal(size=shape).astype("float32"))
+
+    def train_step(layer):
+        layer.build(shape)
+        layer.gamma.assign(np.random.default_rng(2).normal(1.0, 0.3, 16))
+        layer.beta.assign(np.random.default_rng(3).normal(0.0, 0.3, 16))
+
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+                loss = tf.reduce_sum(y * weights) + 0.1 * tf.reduce_sum(y * y)
+            return [y, *tape.gradient(loss, [x, layer.gamma, layer.beta])]
+
+        traced = tf.function(step)
+        results = [t.numpy() for t in step(x) + traced(x)]  # eager, then traced
+        results += [layer.moving_mean.numpy(), layer.moving_variance.numpy(), layer(x, training=False).numpy()]
+        return results, len(traced.get_concrete_function(x).graph.get_operations())
+
+    expected, keras_ops = train_step(keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9))
+    ours, our_ops = train_step(BatchNorm(epsilon=1e-5, momentum=0.9))
+    names = [f"{name} ({mode})" for mode in ("eager", "traced") for name in ("y", "dx", "dgamma", "dbeta")]
+    for name, a, b in zip([*names, "moving mean", "moving variance", "inference"], ours, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(b))), err_msg=name)
+    assert our_ops < keras_ops
