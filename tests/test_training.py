@@ -49,6 +49,11 @@ def check_export_matches_inference(export_dir):
     # comparison above means something.
     assert max_abs_diff(model(x, training=True), model(x, training=False)) > 1e-3
 
+    # TF Serving's view: the two endpoints as signatures, `serve` also as the default one, inputs named "images"
+    assert set(reloaded.signatures) == {"serve", "serve_uint8", "serving_default"}
+    for name, dtype in (("serving_default", tf.float32), ("serve_uint8", tf.uint8)):
+        assert reloaded.signatures[name].structured_input_signature[1]["images"].dtype == dtype
+
     rgb = np.random.default_rng(0).integers(0, 256, (1, 75, 103, 3)).astype("uint8")
     probabilities = reloaded.serve_uint8(tf.constant(rgb)).numpy()
     assert probabilities.shape == (1, 75, 103, 1)
