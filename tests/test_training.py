@@ -53,6 +53,10 @@ def check_export_matches_inference(export_dir):
     assert set(reloaded.signatures) == {"serve", "serve_uint8", "serving_default"}
     for name, dtype in (("serving_default", tf.float32), ("serve_uint8", tf.uint8)):
         assert reloaded.signatures[name].structured_input_signature[1]["images"].dtype == dtype
+    # `serve` at the export's size runs a branch traced with static sizes: native resizes, no gathers
+    library = reloaded.signatures["serve"].graph.as_graph_def().library.function
+    branches = [{node.op for node in function.node_def} for function in library]
+    assert any("ResizeBilinear" in ops and "GatherV2" not in ops for ops in branches)
 
     rgb = np.random.default_rng(0).integers(0, 256, (1, 75, 103, 3)).astype("uint8")
     probabilities = reloaded.serve_uint8(tf.constant(rgb)).numpy()
