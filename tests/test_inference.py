@@ -150,6 +150,30 @@ def test_export_fails_loudly_beyond_the_tolerance(exported, tmp_path):
         export_model.main(["--model", str(tmp_path / "missing.keras"), "--output", str(tmp_path / "y")])
 
 
+def test_an_input_size_pranet_cannot_take_is_one_error_line(exported, tmp_path, image):
+    """PraNet's decoder needs heights and widths divisible by 32 (other sizes fail inside the graph for ResNet50
+    and most for MobileNetV2: infer_image at 300 ended in TensorFlow's traceback): inference, an export and a new
+    model refuse any other size with one line."""
+    _, folder = exported
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "polyp.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    message = r"error: input size 300 x 300: PraNet takes heights and widths divisible by 32"
+    for runtime in ("savedmodel", "keras"):
+        with pytest.raises(SystemExit, match=message):
+            infer_image.main(
+                ["--model", str(folder), "--runtime", runtime, "--inputsize", "300", "--image", str(images)]
+                + ["--output", str(tmp_path / runtime), "--quiet"]
+            )
+        assert not (tmp_path / runtime).exists()
+    with pytest.raises(SystemExit, match=message):
+        export_model.main(["--model", str(folder), "--inputsize", "300", "--output", str(tmp_path / "export")])
+    assert not (tmp_path / "export").exists()
+    with pytest.raises(ValueError, match="input size 300 x 300: PraNet takes"):
+        PraNet("mobilenetv2", backbone_weights=None, input_size=300)
+    assert Predictor.load(folder, runtime="savedmodel", input_size=96).predict(image).shape == image.shape[:2]
+
+
 def test_infer_image_writes_masks_and_overlays_and_skips_a_corrupt_file(exported, tmp_path, capsys):
     _, folder = exported
     images = tmp_path / "images"

@@ -6,6 +6,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.helpers import max_abs_diff, random_images, run_python
@@ -152,6 +153,18 @@ def test_cli_reports_bad_data_clearly(tmp_path):
     result = run_python(["train_pranet.py", "--data_path", str(tmp_path / "nowhere"), "--backbone_weights", "none"])
     assert result.returncode != 0
     assert "nowhere" in result.stderr
+
+
+def test_an_input_size_pranet_cannot_take_is_refused_before_a_run_folder(tmp_path):
+    import train_pranet
+
+    message = "error: input size 300 x 300: PraNet takes heights and widths divisible by 32"
+    with pytest.raises(SystemExit, match=message):
+        train_pranet.main(
+            ["--data_path", str(tmp_path), "--inputsize", "300", "--backbone_weights", "none"]
+            + ["--logdir", str(tmp_path / "runs")]
+        )
+    assert not (tmp_path / "runs").exists()
 
 
 def test_resume_ends_where_an_uninterrupted_run_ends(polyp_dir, tmp_path):

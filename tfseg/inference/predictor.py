@@ -30,7 +30,7 @@ from tfseg.inference.runtimes import (
     machine,
     median_latencies,
 )
-from tfseg.models.spec import size_pair
+from tfseg.models.spec import check_input_size, size_pair
 from tfseg.preprocessing import normalize
 
 EXPORT_FILES = {
@@ -197,6 +197,18 @@ def load_runtime(path, backbone=None, metadata=None):
     return runtime, metadata
 
 
+def size_multiple(runtime, metadata):
+    """(multiple, architecture): what the model's input heights and widths must be multiples of
+    (tfseg.models.spec.InferenceSpec.size_multiple; None: any size, or unknown), from the Keras model or the
+    registered class of the export's architecture."""
+    model = getattr(runtime, "model", None)
+    if isinstance(model, keras.Model):
+        return getattr(model, "size_multiple", None), type(model).__name__
+    architecture = metadata.get("architecture")
+    model_class = keras.saving.get_registered_object(f"tfseg>{architecture}") if architecture else None
+    return getattr(model_class, "size_multiple", None), architecture
+
+
 class Predictor:
     """Probability maps from a trained model with the preprocessing it was trained with.
 
@@ -215,6 +227,7 @@ class Predictor:
                 f"{source} was exported for input size {runtime.input_size}, not {self.input_size}: "
                 "export it again with --input_size, or use the SavedModel or .keras file"
             )
+        check_input_size(self.input_size, *size_multiple(runtime, self.metadata))
         self.task, self.source, self.tta, self.model_seconds = task, source, tta, 0.0
         self._prepare = tf.function(
             lambda images: prepare_images(images, self.input_size, normalization),

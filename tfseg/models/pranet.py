@@ -9,7 +9,7 @@ from keras import ops
 from tfseg.models.backbones import BACKBONES, build_backbone
 from tfseg.models.blocks import ConvBN, ResizeLike, Upsample2x, build_chain, resize_bilinear
 from tfseg.models.preset import Preset
-from tfseg.models.spec import SPEC_KEY, InferenceSpec, size_pair, without_spec
+from tfseg.models.spec import SPEC_KEY, InferenceSpec, check_input_size, size_pair, without_spec
 from tfseg.models.supervision import DeepSupervision
 
 
@@ -182,6 +182,7 @@ class PraNet(Preset, InferenceSpec, DeepSupervision, keras.Model):
     """
 
     def __init__(self, backbone="resnet50", backbone_weights="imagenet", channels=32, input_size=352, **kwargs):
+        check_input_size(input_size, self.size_multiple, "PraNet")
         # === Layers ===
         features = build_backbone(backbone, backbone_weights)
         rfbs = [RFB(channels, name=f"rfb{i}_1") for i in (2, 3, 4)]
@@ -216,6 +217,7 @@ class PraNet(Preset, InferenceSpec, DeepSupervision, keras.Model):
     task = "polyp"
     prediction_output = -1  # ra2
     activation = "sigmoid"
+    size_multiple = 32  # the decoder multiplies the x2-upsampled stride-32 map with the stride-16 one
 
     @property
     def normalization(self):

@@ -18,9 +18,10 @@ SPEC_KEY = "inference_spec"  # in get_config; from_config drops it, it follows f
 
 class InferenceSpec:
     """Mixin: `inference_spec()` from the class attributes `task`, `prediction_output`, `activation` and the
-    `normalization` and `input_size` of the instance."""
+    `normalization` and `input_size` of the instance. `size_multiple`: the input heights and widths the model
+    takes are its multiples (None: any)."""
 
-    task = normalization = prediction_output = activation = input_size = None
+    task = normalization = prediction_output = activation = input_size = size_multiple = None
 
     def inference_spec(self):
         size = self.input_size
@@ -43,9 +44,22 @@ def without_spec(config):
     return {key: value for key, value in config.items() if key != SPEC_KEY}
 
 
+def check_input_size(size, multiple, architecture):
+    """ValueError unless the input size (an int or (h, w); None: the image's own) is one `architecture` takes:
+    both sides multiples of `multiple` (None: any size)."""
+    if size is None or multiple is None:
+        return
+    height, width = size_pair(size)
+    if height % multiple or width % multiple or min(height, width) <= 0:
+        raise ValueError(
+            f"input size {height} x {width}: {architecture} takes heights and widths divisible by {multiple}"
+        )
+
+
 def export_spec(model, input_size=None):
     """The model's inference spec, with `input_size` (an int or (h, w)) for the size exported files are made for,
     if given."""
+    check_input_size(input_size, model.size_multiple, type(model).__name__)
     return {**model.inference_spec(), **({} if input_size is None else {"input_size": list(size_pair(input_size))})}
 
 

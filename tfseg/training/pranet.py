@@ -15,6 +15,7 @@ from tfseg.data.duplicates import check_near_duplicates
 from tfseg.export import check_export_folder
 from tfseg.losses import StructureLoss
 from tfseg.models import PraNet
+from tfseg.models.spec import check_input_size
 from tfseg.training.checkpoints import RunDirectory
 from tfseg.training.loop import (
     SegmentationTrainer,
@@ -156,6 +157,7 @@ def train_pranet(config, resume=None, progress=True, callbacks=None):
     `resume_config(resume)` as config), exports the best model and returns
     `{"run_dir", "best_dice", "history", "export"}`. `callbacks`: Keras callbacks (see `run_training`)."""
     check_callbacks(callbacks)
+    check_input_size(config.input_size, PraNet.size_multiple, "PraNet")  # before a run folder is made
     strategy = make_strategy(config.strategy)
     run = open_run(config, strategy, resume, config.run_folder(f"pranet_{config.backbone}"))
     keras.utils.set_random_seed(config.seed)
