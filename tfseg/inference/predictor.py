@@ -282,9 +282,10 @@ class Predictor:
         model, metadata = preset.load(handle)
         metadata = metadata or model.inference_spec()
         spec = spec_of(metadata, handle)
+        input_size = input_size or spec["input_size"]
         return cls(
-            KerasRuntime(model, spec["prediction_output"], (input_size or spec["input_size"]) is not None),
-            input_size or spec["input_size"],
+            KerasRuntime(model, spec["prediction_output"], input_size is not None),
+            input_size,
             spec["normalization"],
             spec["activation"],
             spec["task"],
