@@ -174,6 +174,25 @@ def test_an_input_size_pranet_cannot_take_is_one_error_line(exported, tmp_path, 
     assert Predictor.load(folder, runtime="savedmodel", input_size=96).predict(image).shape == image.shape[:2]
 
 
+def test_a_pranet_saved_at_a_size_its_backbone_happened_to_take_still_loads(tmp_path, image, caplog):
+    """Before sizes were checked, a PraNet-MobileNetV2 could be trained and saved at 100 (its "same" padding
+    lines the maps up there): the file loads with a warning, runs and exports at its own size; other sizes not
+    divisible by 32 stay refused."""
+    model = PraNet("mobilenetv2", backbone_weights=None, input_size=96)
+    model.input_size = (100, 100)  # what get_config recorded before the check
+    model.save(tmp_path / "old.keras")
+    with caplog.at_level("WARNING", logger="tfseg.models.pranet"):
+        predictor = Predictor.load(tmp_path / "old.keras")
+    assert "input size 100 x 100: PraNet takes heights and widths divisible by 32" in caplog.text
+    assert predictor.input_size == (100, 100) and predictor.predict(image).shape == image.shape[:2]
+    export_model.main(
+        ["--model", str(tmp_path / "old.keras"), "--formats", "savedmodel", "--output", str(tmp_path / "e")]
+    )
+    assert Predictor.load(tmp_path / "e").predict(image).shape == image.shape[:2]
+    with pytest.raises(ValueError, match="input size 300 x 300: PraNet takes"):
+        Predictor.load(tmp_path / "old.keras", input_size=300)
+
+
 def test_infer_image_writes_masks_and_overlays_and_skips_a_corrupt_file(exported, tmp_path, capsys):
     _, folder = exported
     images = tmp_path / "images"

@@ -227,7 +227,8 @@ class Predictor:
                 f"{source} was exported for input size {runtime.input_size}, not {self.input_size}: "
                 "export it again with --input_size, or use the SavedModel or .keras file"
             )
-        check_input_size(self.input_size, *size_multiple(runtime, self.metadata))
+        # a size chosen now must suit the architecture; the model's own (it was trained or exported at it) ran
+        check_input_size(self.input_size, *size_multiple(runtime, self.metadata), self.metadata.get("input_size"))
         self.task, self.source, self.tta, self.model_seconds = task, source, tta, 0.0
         self._prepare = tf.function(
             lambda images: prepare_images(images, self.input_size, normalization),

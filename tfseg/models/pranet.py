@@ -3,6 +3,8 @@
 Layer names follow the original modules (rfb2_1, agg1, ra4 ...) so that checkpoints map one to one.
 """
 
+import logging
+
 import keras
 from keras import ops
 
@@ -11,6 +13,8 @@ from tfseg.models.blocks import ConvBN, ResizeLike, Upsample2x, build_chain, res
 from tfseg.models.preset import Preset
 from tfseg.models.spec import SPEC_KEY, InferenceSpec, check_input_size, size_pair, without_spec
 from tfseg.models.supervision import DeepSupervision
+
+log = logging.getLogger(__name__)
 
 
 @keras.saving.register_keras_serializable(package="tfseg")
@@ -237,4 +241,12 @@ class PraNet(Preset, InferenceSpec, DeepSupervision, keras.Model):
     @classmethod
     def from_config(cls, config):
         # A saved model carries its own weights: never fetch the backbone's ImageNet weights again.
-        return cls(**{**without_spec(config), "backbone_weights": None})
+        config = {**without_spec(config), "backbone_weights": None}
+        try:
+            check_input_size(config.get("input_size"), cls.size_multiple, "PraNet")
+        except ValueError as error:  # saved before sizes were checked, at one its backbone happened to take
+            log.warning("%s; this model was trained at that size: it loads, to run at it", error)
+            model = cls(**{**config, "input_size": cls.size_multiple})  # its layers do not depend on the size
+            model.input_size = size_pair(config["input_size"])
+            return model
+        return cls(**config)

@@ -44,10 +44,11 @@ def without_spec(config):
     return {key: value for key, value in config.items() if key != SPEC_KEY}
 
 
-def check_input_size(size, multiple, architecture):
+def check_input_size(size, multiple, architecture, trained_at=None):
     """ValueError unless the input size (an int or (h, w); None: the image's own) is one `architecture` takes:
-    both sides multiples of `multiple` (None: any size)."""
-    if size is None or multiple is None:
+    both sides multiples of `multiple` (None: any size). `trained_at`, the size a saved model was trained at,
+    passes: it ran (PraNet-MobileNetV2 trained at 100 or 260 before sizes were checked)."""
+    if size is None or multiple is None or (trained_at is not None and size_pair(size) == size_pair(trained_at)):
         return
     height, width = size_pair(size)
     if height % multiple or width % multiple or min(height, width) <= 0:
@@ -59,7 +60,7 @@ def check_input_size(size, multiple, architecture):
 def export_spec(model, input_size=None):
     """The model's inference spec, with `input_size` (an int or (h, w)) for the size exported files are made for,
     if given."""
-    check_input_size(input_size, model.size_multiple, type(model).__name__)
+    check_input_size(input_size, model.size_multiple, type(model).__name__, getattr(model, "input_size", None))
     return {**model.inference_spec(), **({} if input_size is None else {"input_size": list(size_pair(input_size))})}
 
 
