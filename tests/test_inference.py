@@ -19,6 +19,7 @@ from tfseg.export import ExportMismatchError
 from tfseg.export import export_model as export
 from tfseg.files import ModelFileError
 from tfseg.inference import Predictor, segment_video
+from tfseg.inference.predictor import host_probabilities, logits_to_probability
 from tfseg.models import PraNet
 
 INPUT_SIZE = 64
@@ -193,6 +194,26 @@ def test_a_pranet_saved_at_a_size_its_backbone_happened_to_take_still_loads(tmp_
         Predictor.load(tmp_path / "old.keras", input_size=300)
 
 
+@pytest.mark.parametrize("activation, channels", [("sigmoid", 1), ("softmax", 2)])
+@pytest.mark.parametrize("size", [(75, 103), (360, 480)])
+def test_host_probabilities_equal_the_graphs_and_torchs(activation, channels, size):
+    """The Predictor's post-processing (OpenCV, numpy) gives the probabilities of the SavedModel's graph
+    (TensorFlow) and of PraNet's test script (torch's bilinear upsample, then sigmoid), down and up; logits far
+    beyond exp's float32 range give 0 and 1, no NaN."""
+    logits = np.random.default_rng(0).normal(0, 8, (2, 88, 88, channels)).astype(np.float32)
+    logits[0, :4, :4] = [-200, 200][:channels] if channels == 2 else -200
+    logits[0, -4:, -4:] = 200
+    host = host_probabilities(logits, size, activation)
+    graph = logits_to_probability(logits, size, activation).numpy()[..., 0]
+    assert host.shape == (2, *size) and np.isfinite(host).all()
+    np.testing.assert_allclose(host, graph, atol=1e-3)  # float32 rounding; a saved map's grey level is 4e-3
+    assert host[0, 0, 0] == (1.0 if channels == 2 else 0.0) and host[0, -1, -1] == (1.0 if channels == 1 else 0.5)
+    torch = pytest.importorskip("torch")
+    upsampled = torch.nn.functional.interpolate(torch.from_numpy(logits).permute(0, 3, 1, 2), size, mode="bilinear")
+    reference = (upsampled.softmax(1)[:, 1] if activation == "softmax" else upsampled.sigmoid()[:, 0]).numpy()
+    np.testing.assert_allclose(host, reference, atol=1e-3)
+
+
 def test_infer_image_writes_masks_and_overlays_and_skips_a_corrupt_file(exported, tmp_path, capsys):
     _, folder = exported
     images = tmp_path / "images"
@@ -225,10 +246,12 @@ def test_infer_image_writes_masks_and_overlays_and_skips_a_corrupt_file(exported
     stored = cv2.imread(str(tmp_path / "out" / "polyp1_prob.png"), cv2.IMREAD_GRAYSCALE)
     assert np.max(np.abs(stored / 255.0 - probability)) <= 0.5 / 255 + 1e-6
     overlay = cv2.cvtColor(cv2.imread(str(tmp_path / "out" / "polyp1_overlay.png")), cv2.COLOR_BGR2RGB)
-    inside = (mask > 0) & (cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0)  # away from the contour line
-    assert overlay[inside, 1].astype(int).mean() > rgb[inside, 1].astype(int).mean() + 40  # green fill
+    inside = cv2.erode(mask, np.ones((7, 7), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    # (away from the contour line, which runs along the image's edge too)
     outside = cv2.dilate(mask, np.ones((7, 7), np.uint8)) == 0  # away from the contour line: untouched
     decoded = cv2.cvtColor(cv2.imread(str(images / "polyp1.jpg")), cv2.COLOR_BGR2RGB)
+    green_fill = 0.6 * decoded[inside] + 0.4 * np.array([0, 255, 0])  # alpha 0.4
+    assert np.abs(overlay[inside] - green_fill).max() <= 1
     np.testing.assert_array_equal(overlay[outside], decoded[outside])
 
 
