@@ -130,6 +130,7 @@ def test_every_quantised_format_is_checked_timed_and_runs_like_a_float_one(expor
         assert report["speedup"] == pytest.approx(reference / timing["median_ms"][name])
         assert results[name]["quantization"] == report
     assert metadata["quantization"]["tflite_int8"]["calibration"]["images"] == 48
+    assert "input_size_change" not in metadata  # made for the training size
     float_map = Predictor.load(folder, runtime="tflite").predict(image)
     for name in QUANTIZED:
         predictor = Predictor.load(folder, runtime=name)
@@ -180,6 +181,26 @@ def test_a_file_losing_more_dice_than_allowed_is_refused_and_nothing_written(exp
             ]
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_an_export_for_another_input_size_reports_the_dice_it_costs(model, data, tmp_path, caplog):
+    """Made for 32 x 32 instead of the training size (64), as one would for real time on a slower CPU: the float
+    model's Dice at both sizes is scored and stored beside the quantisation check, a loss beyond --max_dice_drop
+    is a warning, and the export is written."""
+    caplog.set_level(logging.INFO, logger="tfseg")
+    settings = QuantizationSettings(validation=data[1])
+    export(model, tmp_path / "small", ["tflite_fp16"], input_size=32, quantization_settings=settings)
+    metadata = json.loads((tmp_path / "small" / "tfseg.json").read_text())
+    report = metadata["input_size_change"]
+    assert report["training_size"] == [64, 64] and report["export_size"] == [32, 32] == metadata["input_size"]
+    assert report["validation"] == {"images": 8, "source": data[1]}
+    float_at_export = metadata["quantization"]["tflite_fp16"]["float"]  # the float file, at 32
+    for key in ("meanDice", "dice@0.5"):
+        assert report["at_export_size"][key] == pytest.approx(float_at_export[key], abs=1e-3)
+        assert report["change"][key] == pytest.approx(report["at_export_size"][key] - report["at_training_size"][key])
+    assert "Input size 64 x 64 -> 32 x 32 (the float model, 8 validation images): meanDice" in caplog.text
+    lost = max(-change for change in report["change"].values()) > 0.01
+    assert lost == ("Made for 32 x 32 instead of its training size 64 x 64, the float model loses more" in caplog.text)
 
 
 def test_the_images_come_from_the_training_run_or_must_be_named(model, data, tmp_path, capsys):

@@ -314,6 +314,10 @@ def _write_formats(model, folder, formats, spec, tolerance, destination, data):
         metadata["quantization"] = checked
         for name, report in checked.items():
             results[name]["quantization"] = report
+        if getattr(model, "input_size", None) is not None:
+            size_change = quantization.input_size_change(model, data, metadata)
+            if size_change:
+                metadata["input_size_change"] = size_change
     for name in needed - set(formats):  # float counterparts written for the check only
         del results[name]
         files.remove(os.path.join(folder, EXPORT_FILES[name]))

@@ -17,6 +17,11 @@ A quantised file is never judged by its logits: `check` scores it and its float 
 with the evaluation protocol of the model's task (tfseg.evaluation: polyp meanDice over 256 thresholds and
 dice@0.5; vessel: pooled F1 = Dice) and refuses (QuantizationError) a file that loses more than
 `max_dice_drop` in either.
+
+An export made for another input size than the model was trained at (`--input_size`, e.g. a smaller one for real
+time on a slower CPU) has that change scored too (`input_size_change`): the float model at its training size vs
+at the export's, on the same validation images; a loss beyond `max_dice_drop` is a warning, not a refusal (the
+size is the user's choice of speed over Dice).
 """
 
 import dataclasses
@@ -34,6 +39,7 @@ from tfseg.data.sources import DatasetError
 from tfseg.evaluation import polyp, vessel
 from tfseg.inference.images import find_images
 from tfseg.inference.predictor import Predictor, prepare_images
+from tfseg.inference.runtimes import KerasRuntime
 
 log = logging.getLogger(__name__)
 QUANTIZED = {"tflite_int8": "tflite", "tflite_fp16": "tflite", "onnx_int8": "onnx"}  # format: float counterpart
@@ -281,3 +287,36 @@ def check(runtimes, latencies, data, metadata):
             f"more than --max_dice_drop {max_dice_drop:g}; nothing was written"
         )
     return reports
+
+
+def input_size_change(model, data, metadata):
+    """What making the files for `metadata["input_size"]` instead of the size `model` was trained at
+    (`model.input_size`) costs: the Keras model scored at both sizes on the validation pairs of `data` (GateData),
+    as `dice_scores`; None when the two sizes are the same. A loss beyond `data.max_dice_drop` is logged as a
+    warning."""
+    trained_at, exported_at = list(model.input_size), list(metadata["input_size"])
+    if trained_at == exported_at:
+        return None
+    runtime = KerasRuntime(model, model.prediction_output, fixed_size=True)
+    at_training = dice_scores(runtime, {**metadata, "input_size": trained_at}, data.validation)
+    at_export = dice_scores(runtime, {**metadata, "input_size": exported_at}, data.validation)
+    change = {key: at_export[key] - at_training[key] for key in METRICS}
+    cells = ", ".join(f"{key} {at_training[key]:.4f} -> {at_export[key]:.4f} ({change[key]:+.4f})" for key in METRICS)
+    sizes = f"{' x '.join(map(str, trained_at))} -> {' x '.join(map(str, exported_at))}"
+    log.info("Input size %s (the float model, %d validation images): %s", sizes, len(data.validation), cells)
+    if any(-change[key] > data.max_dice_drop for key in METRICS):
+        log.warning(
+            "Made for %s instead of its training size %s, the float model loses more than --max_dice_drop %g: %s",
+            " x ".join(map(str, exported_at)),
+            " x ".join(map(str, trained_at)),
+            data.max_dice_drop,
+            cells,
+        )
+    return {
+        "training_size": trained_at,
+        "export_size": exported_at,
+        "at_training_size": at_training,
+        "at_export_size": at_export,
+        "change": change,
+        "validation": {"images": len(data.validation), "source": data.validation_source},
+    }
