@@ -201,6 +201,19 @@ def test_an_export_for_another_input_size_reports_the_dice_it_costs(model, data,
     assert "Input size 64 x 64 -> 32 x 32 (the float model, 8 validation images): meanDice" in caplog.text
     lost = max(-change for change in report["change"].values()) > 0.01
     assert lost == ("Made for 32 x 32 instead of its training size 64 x 64, the float model loses more" in caplog.text)
+    caplog.clear()  # a float format alone is scored too; without validation images it is written unscored
+    export(model, tmp_path / "float", ["tflite"], input_size=32, quantization_settings=settings)
+    metadata = json.loads((tmp_path / "float" / "tfseg.json").read_text())
+    assert metadata["input_size_change"]["at_export_size"] == report["at_export_size"]
+    assert "quantization" not in metadata
+    export(model, tmp_path / "unscored", ["tflite"], input_size=32)
+    assert "Made for 32 x 32 instead of its training size 64 x 64: what that costs in Dice is not scored" in caplog.text
+    assert "input_size_change" not in json.loads((tmp_path / "unscored" / "tfseg.json").read_text())
+    run = tmp_path / "run"  # a training run whose data has gone: written, unscored, the reason said
+    write_json(run / "args.json", dataclasses.asdict(PraNetConfig(data_path=str(tmp_path / "gone"))))
+    export(model, tmp_path / "gone_data", ["tflite"], input_size=32, training={"run_dir": str(run)})
+    assert f"not scored: The data of the run {run} (its args.json)" in caplog.text
+    assert (tmp_path / "gone_data" / "model.tflite").is_file()
 
 
 def test_the_images_come_from_the_training_run_or_must_be_named(model, data, tmp_path, capsys):

@@ -224,7 +224,7 @@ def export_model(
     (the Dice check) for quantised formats}."""
     formats = check_formats(formats)
     spec = export_spec(model, input_size)
-    data = _gate_data(formats, spec, training, quantization_settings or QuantizationSettings())
+    data = _gate_data(model, formats, spec, training, quantization_settings or QuantizationSettings())
     folder = os.path.abspath(folder)
     kept = check_export_folder(folder)
     files.remove_stale_temporaries(os.path.dirname(folder), os.path.basename(folder))
@@ -250,10 +250,14 @@ def export_model(
     return results
 
 
-def _gate_data(formats, spec, training, settings):
-    """What the quantised formats among `formats` are calibrated and checked on (tfseg.quantization.GateData;
-    None without any), found before anything is written."""
-    if not any(name in QUANTIZED for name in formats):
+def _gate_data(model, formats, spec, training, settings):
+    """What the quantised formats among `formats` are calibrated and checked on, and a size other than the
+    training size is scored on (tfseg.quantization.GateData; None without either), found before anything is
+    written. Without validation images a resized float export is written unscored, with a warning."""
+    trained_at = getattr(model, "input_size", None)
+    resized = trained_at is not None and spec["input_size"] is not None and spec["input_size"] != list(trained_at)
+    quantized = any(name in QUANTIZED for name in formats)
+    if not (quantized or resized):
         return None
     if spec["input_size"] is None:
         raise quantization.QuantizationError(
@@ -261,7 +265,20 @@ def _gate_data(formats, spec, training, settings):
         )
     if settings.run_dir is None and training:
         settings = dataclasses.replace(settings, run_dir=training.get("run_dir"))
-    return quantization.gate_data(settings, formats, spec["task"])
+    if quantized or settings.validation:
+        return quantization.gate_data(settings, formats, spec["task"])
+    unscored = (
+        f"Made for {' x '.join(map(str, spec['input_size']))} instead of its training size "
+        f"{' x '.join(map(str, trained_at))}: what that costs in Dice is not scored"
+    )
+    if not (settings.run_dir and os.path.isfile(os.path.join(settings.run_dir, "args.json"))):
+        log.warning("%s (give --validation: a folder with images/ and masks/)", unscored)
+        return None
+    try:  # the run's validation images
+        return quantization.gate_data(settings, formats, spec["task"])
+    except quantization.QuantizationError as error:
+        log.warning("%s: %s", unscored, error)
+        return None
 
 
 def _copy_entries(source, target, names):
@@ -311,7 +328,8 @@ def _write_formats(model, folder, formats, spec, tolerance, destination, data):
     latencies = median_latencies(runtimes, check_size(metadata))
     if data:
         checked = quantization.check(runtimes, latencies, data, metadata)
-        metadata["quantization"] = checked
+        if checked:
+            metadata["quantization"] = checked
         for name, report in checked.items():
             results[name]["quantization"] = report
         if getattr(model, "input_size", None) is not None:

@@ -19,9 +19,9 @@ dice@0.5; vessel: pooled F1 = Dice) and refuses (QuantizationError) a file that 
 `max_dice_drop` in either.
 
 An export made for another input size than the model was trained at (`--input_size`, e.g. a smaller one for real
-time on a slower CPU) has that change scored too (`input_size_change`): the float model at its training size vs
-at the export's, on the same validation images; a loss beyond `max_dice_drop` is a warning, not a refusal (the
-size is the user's choice of speed over Dice).
+time on a slower CPU), float or quantised, has that change scored too (`input_size_change`): the Keras model at
+its training size vs at the export's, on the same validation images; a loss beyond `max_dice_drop` is a warning,
+not a refusal (the size is the user's choice of speed over Dice).
 """
 
 import dataclasses

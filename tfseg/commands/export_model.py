@@ -41,7 +41,8 @@ def parse_args(argv=None):
         "--inputsize",
         type=int,
         nargs="+",
-        help="input size H [W] the ONNX/TFLite files are made for (default: the model's training size)",
+        help="input size H [W] the ONNX/TFLite files are made for (default: the model's training size; another "
+        "size is scored against it on the validation images)",
     )
     add(p, "tolerance", type=float, default=1e-3, help="largest allowed max |logit difference| vs Keras")
     add(
@@ -56,15 +57,16 @@ def parse_args(argv=None):
         p,
         "validation",
         metavar="FOLDER",
-        help="images and masks the quantised formats are scored on, against the float file (default: the "
-        "validation images of the model's training run)",
+        help="images and masks the quantised formats are scored on, against the float file, and another "
+        "--input_size against the training size (default: the validation images of the model's training run)",
     )
     add(
         p,
         "max_dice_drop",
         type=float,
         default=0.01,
-        help="refuse a quantised file that loses more than this in meanDice or dice@0.5",
+        help="refuse a quantised file that loses more than this in meanDice or dice@0.5 (another --input_size: "
+        "a warning)",
     )
     cli.add_verbose_flag(p)
     return p.parse_args(argv)
