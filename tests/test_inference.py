@@ -192,6 +192,10 @@ def test_a_pranet_saved_at_a_size_its_backbone_happened_to_take_still_loads(tmp_
     assert Predictor.load(tmp_path / "e").predict(image).shape == image.shape[:2]
     with pytest.raises(ValueError, match="input size 300 x 300: PraNet takes"):
         Predictor.load(tmp_path / "old.keras", input_size=300)
+    model.input_size = (0, 0)  # no size it could have run at: refused on loading as before
+    model.save(tmp_path / "broken.keras")
+    with pytest.raises(ValueError, match="input size 0 x 0: PraNet takes"):
+        Predictor.load(tmp_path / "broken.keras")
 
 
 @pytest.mark.parametrize("activation, channels", [("sigmoid", 1), ("softmax", 2)])

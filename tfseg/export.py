@@ -38,7 +38,7 @@ from tfseg import files, quantization
 from tfseg.files import METADATA_FILE
 from tfseg.inference.predictor import EXPORT_FILES, load_runtime, probability_map
 from tfseg.inference.runtimes import machine, median_latencies
-from tfseg.models.spec import export_spec, model_metadata, size_pair
+from tfseg.models.spec import export_spec, model_metadata, size_pair, size_text
 from tfseg.quantization import QUANTIZED, QuantizationSettings
 
 log = logging.getLogger(__name__)
@@ -268,8 +268,8 @@ def _gate_data(model, formats, spec, training, settings):
     if quantized or settings.validation:
         return quantization.gate_data(settings, formats, spec["task"])
     unscored = (
-        f"Made for {' x '.join(map(str, spec['input_size']))} instead of its training size "
-        f"{' x '.join(map(str, trained_at))}: what that costs in Dice is not scored"
+        f"Made for {size_text(spec['input_size'])} instead of its training size {size_text(trained_at)}: what "
+        "that costs in Dice is not scored"
     )
     if not (settings.run_dir and os.path.isfile(os.path.join(settings.run_dir, "args.json"))):
         log.warning("%s (give --validation: a folder with images/ and masks/)", unscored)
@@ -332,10 +332,9 @@ def _write_formats(model, folder, formats, spec, tolerance, destination, data):
             metadata["quantization"] = checked
         for name, report in checked.items():
             results[name]["quantization"] = report
-        if getattr(model, "input_size", None) is not None:
-            size_change = quantization.input_size_change(model, data, metadata)
-            if size_change:
-                metadata["input_size_change"] = size_change
+        size_change = quantization.input_size_change(model, data, metadata)
+        if size_change:
+            metadata["input_size_change"] = size_change
     for name in needed - set(formats):  # float counterparts written for the check only
         del results[name]
         files.remove(os.path.join(folder, EXPORT_FILES[name]))

@@ -40,6 +40,7 @@ from tfseg.evaluation import polyp, vessel
 from tfseg.inference.images import find_images
 from tfseg.inference.predictor import Predictor, prepare_images
 from tfseg.inference.runtimes import KerasRuntime
+from tfseg.models.spec import size_text
 
 log = logging.getLogger(__name__)
 QUANTIZED = {"tflite_int8": "tflite", "tflite_fp16": "tflite", "onnx_int8": "onnx"}  # format: float counterpart
@@ -292,23 +293,24 @@ def check(runtimes, latencies, data, metadata):
 def input_size_change(model, data, metadata):
     """What making the files for `metadata["input_size"]` instead of the size `model` was trained at
     (`model.input_size`) costs: the Keras model scored at both sizes on the validation pairs of `data` (GateData),
-    as `dice_scores`; None when the two sizes are the same. A loss beyond `data.max_dice_drop` is logged as a
-    warning."""
-    trained_at, exported_at = list(model.input_size), list(metadata["input_size"])
-    if trained_at == exported_at:
+    as `dice_scores`; None when the two sizes are the same or the model has no training size. A loss beyond
+    `data.max_dice_drop` is logged as a warning."""
+    trained_at, exported_at = getattr(model, "input_size", None), list(metadata["input_size"])
+    if trained_at is None or list(trained_at) == exported_at:
         return None
+    trained_at = list(trained_at)
     runtime = KerasRuntime(model, model.prediction_output, fixed_size=True)
     at_training = dice_scores(runtime, {**metadata, "input_size": trained_at}, data.validation)
     at_export = dice_scores(runtime, {**metadata, "input_size": exported_at}, data.validation)
     change = {key: at_export[key] - at_training[key] for key in METRICS}
     cells = ", ".join(f"{key} {at_training[key]:.4f} -> {at_export[key]:.4f} ({change[key]:+.4f})" for key in METRICS)
-    sizes = f"{' x '.join(map(str, trained_at))} -> {' x '.join(map(str, exported_at))}"
+    sizes = f"{size_text(trained_at)} -> {size_text(exported_at)}"
     log.info("Input size %s (the float model, %d validation images): %s", sizes, len(data.validation), cells)
     if any(-change[key] > data.max_dice_drop for key in METRICS):
         log.warning(
             "Made for %s instead of its training size %s, the float model loses more than --max_dice_drop %g: %s",
-            " x ".join(map(str, exported_at)),
-            " x ".join(map(str, trained_at)),
+            size_text(exported_at),
+            size_text(trained_at),
             data.max_dice_drop,
             cells,
         )

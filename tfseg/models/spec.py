@@ -39,6 +39,11 @@ def size_pair(size):
     return (int(size), int(size)) if isinstance(size, numbers.Integral) else tuple(int(s) for s in size)
 
 
+def size_text(size):
+    """ "H x W" of an int or a pair."""
+    return " x ".join(map(str, size_pair(size)))
+
+
 def without_spec(config):
     """A get_config dict ready for the constructor."""
     return {key: value for key, value in config.items() if key != SPEC_KEY}
@@ -48,12 +53,14 @@ def check_input_size(size, multiple, architecture, trained_at=None):
     """ValueError unless the input size (an int or (h, w); None: the image's own) is one `architecture` takes:
     both sides multiples of `multiple` (None: any size). `trained_at`, the size a saved model was trained at,
     passes: it ran (PraNet-MobileNetV2 trained at 100 or 260 before sizes were checked)."""
-    if size is None or multiple is None or (trained_at is not None and size_pair(size) == size_pair(trained_at)):
+    if size is None or multiple is None:
         return
     height, width = size_pair(size)
+    if min(height, width) > 0 and trained_at is not None and (height, width) == size_pair(trained_at):
+        return
     if height % multiple or width % multiple or min(height, width) <= 0:
         raise ValueError(
-            f"input size {height} x {width}: {architecture} takes heights and widths divisible by {multiple}"
+            f"input size {size_text(size)}: {architecture} takes heights and widths divisible by {multiple}"
         )
 
 
