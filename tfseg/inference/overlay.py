@@ -22,7 +22,7 @@ def draw_overlay(image, mask, alpha=0.4, fill=FILL_COLOUR, contour=CONTOUR_COLOU
     out = image.copy()
     mask = np.ascontiguousarray(mask, bool).view(np.uint8)
     if mask.any():
-        x, y, width, height = cv2.boundingRect(mask)  # within the mask's box, in OpenCV (0.7 -> 0.3 ms a frame)
+        x, y, width, height = cv2.boundingRect(mask)  # within the mask's box, in OpenCV (0.7 -> 0.4 ms a frame)
         box = out[y : y + height, x : x + width]
         blend = np.hstack([np.eye(3) * (1 - alpha), alpha * np.asarray(fill, np.float64)[:, None]])  # rgb -> rgb'
         cv2.copyTo(cv2.transform(box, blend), mask[y : y + height, x : x + width], box)  # in place, inside the mask
