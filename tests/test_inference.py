@@ -8,6 +8,7 @@ import cv2
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import export_model
 import infer_image
@@ -20,6 +21,7 @@ from tfseg.export import export_model as export
 from tfseg.files import ModelFileError
 from tfseg.inference import Predictor, segment_video
 from tfseg.inference.predictor import host_probabilities, logits_to_probability
+from tfseg.inference.runtimes import SavedModelRuntime
 from tfseg.models import PraNet
 
 INPUT_SIZE = 64
@@ -129,6 +131,27 @@ def test_the_keras_runtime_runs_a_fixed_size_model_at_static_sizes(exported, ima
     (function,) = predictor.runtime._functions.values()
     ops = {op.type for op in function.get_concrete_function().graph.get_operations()}
     assert "ResizeBilinear" in ops and "GatherV2" not in ops
+
+
+def test_the_savedmodel_runtime_runs_serve_prediction_and_older_exports_serve(exported, tmp_path):
+    """The SavedModel runtime computes the prediction map alone (`serve_prediction`: PraNet's three side maps,
+    resized to the input, cost ~2 % of a call, docs/BENCHMARKS.md); an export made before that endpoint runs
+    `serve` and picks the prediction output."""
+    _, folder = exported
+    loaded = tf.saved_model.load(str(folder / "savedmodel"))
+    x = tf.constant(random_images(2, INPUT_SIZE, INPUT_SIZE))
+    np.testing.assert_allclose(loaded.serve_prediction(x), loaded.serve(x)[-1], atol=1e-6)
+    # Told apart by their outputs: a module whose two endpoints differ
+    signature = [tf.TensorSpec([None, None, None, 3], tf.float32)]
+    older = tf.Module()
+    older.serve = tf.function(lambda x: [x - 1.0, x + 1.0], input_signature=signature)
+    tf.saved_model.save(older, str(tmp_path / "older"))
+    newer = tf.Module()
+    newer.serve, newer.serve_prediction = older.serve, tf.function(lambda x: 3.0 * x, input_signature=signature)
+    tf.saved_model.save(newer, str(tmp_path / "newer"))
+    ones = np.ones((1, 4, 4, 3), "float32")
+    np.testing.assert_array_equal(SavedModelRuntime(tmp_path / "older", -1)(ones), ones + 1.0)
+    np.testing.assert_array_equal(SavedModelRuntime(tmp_path / "newer", -1)(ones), 3.0 * ones)
 
 
 def test_batch_and_flip_tta(exported, image):

@@ -51,7 +51,7 @@ def check_export_matches_inference(export_dir):
     assert max_abs_diff(model(x, training=True), model(x, training=False)) > 1e-3
 
     # TF Serving's view: the two endpoints as signatures, `serve` also as the default one, inputs named "images"
-    assert set(reloaded.signatures) == {"serve", "serve_uint8", "serving_default"}
+    assert set(reloaded.signatures) == {"serve", "serve_prediction", "serve_uint8", "serving_default"}
     for name, dtype in (("serving_default", tf.float32), ("serve_uint8", tf.uint8)):
         assert reloaded.signatures[name].structured_input_signature[1]["images"].dtype == dtype
     # `serve` at the export's size runs a branch traced with static sizes: native resizes, no gathers

@@ -4,6 +4,8 @@ inference mode, quantised ONNX and TFLite files (tfseg.quantization) checked by 
 
 SavedModel endpoints:
   serve        float32 (B, H, W, 3) normalised images -> the model's logit maps (what `model.export` gives)
+  serve_prediction  the same images -> the prediction output's logits only (what the Predictor runs: the other
+               maps, e.g. PraNet's three side outputs resized to the input, are not computed)
   serve_uint8  uint8 (B, H, W, 3) RGB images of any size -> (B, H, W, 1) probability of the prediction map
                at the input's size: resize to the training size, normalise, predict, resize back, activation
                (ready for TF Serving).
@@ -68,41 +70,56 @@ def prediction_function(model, spec):
     )
 
 
-def any_size_logits(model, input_size):
-    """images of any size -> the model's outputs in inference mode; at `input_size` (if any) through a branch
-    traced with that height and width static, whose resizes are native ops (as the Keras runtime's,
-    tfseg.inference.runtimes.KerasRuntime): the same numbers, ~4-7 % faster than the any-size graph."""
+def any_size_logits(model, input_size, output=None):
+    """images of any size -> the model's outputs in inference mode (only `outputs[output]` if given); at
+    `input_size` (if any) through a branch traced with that height and width static, whose resizes are native ops
+    (as the Keras runtime's, tfseg.inference.runtimes.KerasRuntime): the same numbers, ~4-7 % faster than the
+    any-size graph."""
+
+    def outputs(x):
+        result = model(x, training=False)
+        return result if output is None else result[output]
+
     if input_size is None:
-        return lambda x: model(x, training=False)
+        return outputs
     height, width = size_pair(input_size)
 
     def logits(x):
         shape = tf.shape(x)
         return tf.cond(
             tf.logical_and(tf.equal(shape[1], height), tf.equal(shape[2], width)),
-            lambda: model(tf.ensure_shape(x, [None, height, width, 3]), training=False),
-            lambda: model(x, training=False),
+            lambda: outputs(tf.ensure_shape(x, [None, height, width, 3])),
+            lambda: outputs(x),
         )
 
     return logits
 
 
 def export_savedmodel(model, path, spec):
-    """The SavedModel with `serve` and `serve_uint8` endpoints (`serve` also as "serving_default"), and its
+    """The SavedModel with its three endpoints (`serve` also as "serving_default"), and its
     `tfseg.json`. Written by `tf.saved_model.save` of the endpoints and the model's variables: the file
     `keras.export.ExportArchive` writes, without its walk of every layer for resources (a model has none) and
     its three traces of each endpoint (one here): PraNet-MobileNetV2 13 s -> 6 s (docs/BENCHMARKS.md). `serve`
-    takes any size; the export's input size runs through a static-size branch (`any_size_logits`)."""
+    takes any size; the export's input size runs through a static-size branch (`any_size_logits`), as does
+    `serve_prediction`."""
     root = tf.__internal__.tracking.AutoTrackable()
     root.variables = [variable.value for variable in model.variables]
     root.trainable_variables = [variable.value for variable in model.trainable_variables]
     root.non_trainable_variables = [variable.value for variable in model.non_trainable_variables]
     root.serve = tf.function(any_size_logits(model, spec["input_size"]), input_signature=[input_spec(None)])
+    root.serve_prediction = tf.function(
+        any_size_logits(model, spec["input_size"], spec["prediction_output"]), input_signature=[input_spec(None)]
+    )
     root.serve_uint8 = tf.function(
         lambda images: probability_map(images, tf.shape(images)[1:3], lambda x: model(x, training=False), spec),
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
     )
-    signatures = {"serve": root.serve, "serve_uint8": root.serve_uint8, "serving_default": root.serve}
+    signatures = {
+        "serve": root.serve,
+        "serve_prediction": root.serve_prediction,
+        "serve_uint8": root.serve_uint8,
+        "serving_default": root.serve,
+    }
     tf.saved_model.save(root, path, signatures=signatures)
     metadata = model_metadata(model, spec)
     metadata["files"] = {"savedmodel": {"path": ".", "fingerprint": files.fingerprint(path, {METADATA_FILE})}}

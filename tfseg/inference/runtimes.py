@@ -128,10 +128,13 @@ class SavedModelRuntime:
 
     def __init__(self, path, prediction_output):
         self.model = tf.saved_model.load(str(path))
-        self.prediction_output = prediction_output
+        # `serve_prediction` computes the prediction map alone; exports before it only have `serve` (all maps)
+        self._logits = getattr(self.model, "serve_prediction", None) or (
+            lambda x: self.model.serve(x)[prediction_output]
+        )
 
     def __call__(self, x):
-        return self.model.serve(tf.constant(x))[self.prediction_output].numpy()
+        return self._logits(tf.constant(x)).numpy()
 
 
 def static_size(shape):
