@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import time
 
 import cv2
 import keras
@@ -309,9 +310,10 @@ def test_infer_video_overlays_every_frame_and_reports(exported, tmp_path, capsys
         ]
     )
     report = json.loads(report_path.read_text())
-    assert report["frames_in"] == report["frames_out"] == 12
+    assert report["frames_in"] == report["frames_out"] == report["frames_segmented"] == 12
+    assert not report["live"] and report["frames_skipped"] == 0
     assert report["runtime"] == fastest(folder) and report["codec"] in ("avc1", "mp4v") and not report["interrupted"]
-    for key in ("model_ms_mean", "model_ms_p95", "e2e_fps", "model_fps"):
+    for key in ("model_ms_mean", "model_ms_p95", "e2e_fps", "model_fps", "latency_ms_mean", "latency_ms_p95"):
         assert report[key] > 0
     assert '"frames_out": 12' in capsys.readouterr().out
     capture = cv2.VideoCapture(str(tmp_path / "out" / "o.mp4"))
@@ -323,34 +325,55 @@ def test_infer_video_overlays_every_frame_and_reports(exported, tmp_path, capsys
     assert out[:8, :40].mean() < first[:8, :40].mean() - 20
 
 
-class Interrupting:
-    """A Predictor stand-in whose model raises KeyboardInterrupt (Ctrl-C) on its third batch."""
+class FakePredictor:
+    """A Predictor stand-in whose model gives logits of 2 everywhere after `seconds`, and raises KeyboardInterrupt
+    (Ctrl-C) on its call number `interrupt_on`."""
 
-    runtime, tta, model_seconds = type("Runtime", (), {"name": "fake"})(), False, 0.01
+    runtime, tta = type("Runtime", (), {"name": "fake"})(), False
 
-    def __init__(self):
-        self.calls = 0
+    def __init__(self, seconds=0.0, interrupt_on=None):
+        self.seconds, self.interrupt_on, self.calls, self.model_seconds = seconds, interrupt_on, 0, seconds or 0.01
 
     def prepare(self, images):
         return images
 
     def logits(self, x, tta=None):
         self.calls += 1
-        if self.calls == 3:
+        if self.calls == self.interrupt_on:
             raise KeyboardInterrupt
+        time.sleep(self.seconds)
         return np.full((*x.shape[:3], 1), 2.0, np.float32)
 
     def finish(self, logits, size, count=None):
         return 1 / (1 + np.exp(-logits[..., 0]))
 
 
+def frame_count(path):
+    capture = cv2.VideoCapture(str(path))  # finalised, so readable
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    capture.release()
+    return count
+
+
 def test_ctrl_c_keeps_the_frames_done_and_releases_the_video(tmp_path):
     clip, _ = write_polyp_video(tmp_path / "clip.mp4", frames=10, size=(48, 64))
-    report = segment_video(Interrupting(), str(clip), str(tmp_path / "o.avi"))
+    report = segment_video(FakePredictor(interrupt_on=3), str(clip), str(tmp_path / "o.avi"))
     assert report["interrupted"] and report["frames_out"] == 2 and report["codec"] == "MJPG"
-    capture = cv2.VideoCapture(str(tmp_path / "o.avi"))  # finalised, so readable
-    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 2
-    capture.release()
+    assert frame_count(tmp_path / "o.avi") == 2
+
+
+def test_live_video_segments_the_newest_frame_and_keeps_the_timing(tmp_path):
+    """A model slower than the frame rate (0.1 s a frame, 25 fps): live, the frames it cannot keep up with are
+    skipped, so each overlay is of a recent frame, and held until the next, so the video keeps every frame's
+    place; a file segmented frame by frame falls further behind instead (its overlays come later and later)."""
+    clip, _ = write_polyp_video(tmp_path / "clip.mp4", frames=16, size=(48, 64), fps=25.0)
+    live = segment_video(FakePredictor(seconds=0.1), str(clip), str(tmp_path / "live.avi"), live=True)
+    assert live["live"] and live["frames_in"] == live["frames_out"] == frame_count(tmp_path / "live.avi") == 16
+    assert 0 < live["frames_segmented"] < 16 and live["frames_segmented"] + live["frames_skipped"] == 16
+    every = segment_video(FakePredictor(seconds=0.1), str(clip), str(tmp_path / "every.avi"))
+    assert not every["live"] and every["frames_skipped"] == 0
+    assert every["frames_segmented"] == every["frames_out"] == frame_count(tmp_path / "every.avi") == 16
+    assert live["latency_ms_p95"] < every["latency_ms_p95"]
 
 
 def test_video_errors_are_clear(exported, tmp_path):
@@ -366,6 +389,7 @@ def test_video_errors_are_clear(exported, tmp_path):
         (["--video", "7"], "Camera 7 is not available"),
         (["--video", str(clip), "--output", str(blocker / "o.mp4")], "Cannot create the output folder"),
         (["--video", str(clip), "--output", str(tmp_path / "o.webm")], "Unsupported output extension"),
+        (["--video", str(clip), "--live", "--batchsize", "4"], "live video segments the newest frame"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit, match=message):

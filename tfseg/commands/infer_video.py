@@ -23,6 +23,14 @@ def parse_args(argv=None):
     )
     add(p, "show", action="store_true", help="also show the frames in a window (when a display exists)")
     add(p, "report", metavar="FILE.json", help="write the run's summary as JSON")
+    add(
+        p,
+        "live",
+        action=argparse.BooleanOptionalAction,
+        help="segment the newest frame and skip those the model cannot keep up with, so the overlay stays current "
+        "(default: on for a camera, off for a file; on for a file reads it at its frame rate, as a camera would "
+        "deliver it); the output holds each overlay until the next, keeping the source's timing",
+    )
     add(p, "max_frames", type=int, help="stop after this many frames")
     cli.add_verbose_flag(p)
     return p.parse_args(argv)
@@ -47,6 +55,7 @@ def segment(args):
         args.smooth,
         args.show,
         max_frames=args.max_frames,
+        live=args.live,
     )
     print(json.dumps(report, indent=2))
     if args.report:

@@ -3,9 +3,15 @@
 Three stages run concurrently, so the end-to-end rate approaches the model's: a reader thread decodes frames
 (OpenCV gives BGR; converted to RGB for the model) and prepares batches, the calling thread runs the model, a
 writer thread turns logits into probabilities, draws the overlay and HUD, encodes and (with `show`) displays.
+
 Both OpenCV handles are released on every exit, errors and Ctrl-C included. The video is written under a temporary
 name and moved into place once finalised, so a failure or a kill never leaves a half-written file at `output` (nor
 destroys a file that was there).
+
+A file is segmented frame by frame, every frame, however long the model takes. Live (a camera, or `live=True`: a
+file read at its frame rate as a camera delivers it), the model takes the newest frame and the frames it cannot
+keep up with are skipped, so the overlay stays current instead of falling further behind; the output video holds
+each overlay until the next, so it keeps the source's timing and shows what a viewer saw.
 """
 
 import logging
@@ -128,14 +134,43 @@ def hand_over(items, item, consumer):
             continue
 
 
-def read_batches(capture, predictor, batch_size, batches, stop, counts, max_frames=None):
-    """Reader thread: batches of up to `batch_size` RGB frames (fewer only at the end), with the model input
-    prepared from them, into `batches` until the stream ends, `max_frames` or `stop`; then END."""
+class NewestFrame:
+    """The live hand-over from reader to model: `put` never waits, it replaces a batch not yet taken (its frames
+    counted in `skipped`); `get` waits for one. queue.Queue's interface, as far as the pipeline uses it."""
+
+    def __init__(self):
+        self._item, self._ready, self.skipped = None, threading.Condition(), 0
+
+    def put(self, item, timeout=None):
+        with self._ready:
+            if self._item is not None:
+                self.skipped += len(self._item[0])
+            self._item = item
+            self._ready.notify()
+
+    def get(self, timeout=None):
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._item is not None, timeout):
+                raise queue.Empty
+            item, self._item = self._item, None
+            return item
+
+    def get_nowait(self):
+        return self.get(timeout=0)
+
+
+def read_batches(capture, predictor, batch_size, batches, stop, counts, max_frames=None, frame_seconds=None):
+    """Reader thread: batches of up to `batch_size` RGB frames (fewer only at the end) with the model input
+    prepared from them, the index of their last frame and the time it was read, into `batches` until the stream
+    ends, `max_frames` or `stop`; then END. `frame_seconds`: read frame i no earlier than i * frame_seconds after
+    the start (a file played as a camera delivers it)."""
     try:
-        ended = False
+        ended, start = False, time.perf_counter()
         while not ended and not stop.is_set():
             frames = []
             while len(frames) < batch_size and (max_frames is None or counts["in"] < max_frames):
+                if frame_seconds:
+                    time.sleep(max(0.0, start + counts["in"] * frame_seconds - time.perf_counter()))
                 ok, bgr = capture.read()
                 if not ok:
                     break
@@ -143,7 +178,7 @@ def read_batches(capture, predictor, batch_size, batches, stop, counts, max_fram
                 frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             ended = len(frames) < batch_size
             if frames:
-                item = (frames, predictor.prepare(np.stack(frames)))
+                item = (frames, predictor.prepare(np.stack(frames)), counts["in"] - 1, time.perf_counter())
                 while not stop.is_set():
                     try:
                         batches.put(item, timeout=0.1)
@@ -155,7 +190,9 @@ def read_batches(capture, predictor, batch_size, batches, stop, counts, max_fram
 
 
 class Writer:
-    """Writer thread: probabilities from logits (+ smoothing), overlay + HUD, encode (+ display)."""
+    """Writer thread: probabilities from logits (+ smoothing), overlay + HUD, encode (+ display). Live, a frame
+    that follows skipped ones is preceded by its predecessor's overlay once per skipped frame (what a viewer saw
+    meanwhile), and `finish_live` holds the last overlay to the stream's end: the video keeps the source's timing."""
 
     def __init__(self, video_writer, predictor, threshold, smooth, show):
         self.video_writer, self.predictor, self.threshold, self.smooth, self.show = (
@@ -165,12 +202,15 @@ class Writer:
             smooth,
             show,
         )
-        self.items, self.written, self.recent, self.smoothed = queue.Queue(maxsize=4), 0, deque(maxlen=30), None
+        self.items, self.recent, self.smoothed = queue.Queue(maxsize=4), deque(maxlen=30), None
+        self.written, self.segmented, self.latencies, self.last_index, self.last_bgr = 0, 0, [], -1, None
 
     def run(self):
         while (item := self.items.get()) is not END:
-            frames, logits, model_ms = item
-            for frame, probability in zip(frames, self.predictor.finish(logits, frames[0].shape[:2], len(frames))):
+            frames, logits, model_ms, last_index, read_at = item
+            probabilities = self.predictor.finish(logits, frames[0].shape[:2], len(frames))
+            indices = range(last_index - len(frames) + 1, last_index + 1)
+            for index, frame, probability in zip(indices, frames, probabilities):
                 if self.smooth:
                     self.smoothed = (
                         probability
@@ -178,32 +218,64 @@ class Writer:
                         else self.smooth * self.smoothed + (1 - self.smooth) * probability
                     )
                     probability = self.smoothed
+                first = self.last_bgr is None
+                if not first:
+                    self.hold_last_overlay(index - self.last_index - 1)
                 self.write(frame, probability, model_ms)
+                if first:  # frames skipped before the first overlay: it stands for them
+                    self.hold_last_overlay(index)
+                self.last_index = index
+            self.latencies.append(time.perf_counter() - read_at)
+
+    def hold_last_overlay(self, frames):
+        for _ in range(frames):
+            self.video_writer.write(self.last_bgr)
+            self.written += 1
+
+    def finish_live(self, frames_in):
+        if self.last_bgr is not None:
+            self.hold_last_overlay(frames_in - self.last_index - 1)
 
     def write(self, frame, probability, model_ms):
         self.recent.append(time.perf_counter())
         fps = (len(self.recent) - 1) / max(self.recent[-1] - self.recent[0], 1e-9) if len(self.recent) > 1 else 0
         out = draw_overlay(frame, binary_mask(probability, self.threshold))
         draw_hud(out, f"{fps:5.1f} FPS  model {model_ms:5.1f} ms  {self.predictor.runtime.name}")
-        bgr = cv2.cvtColor(out, cv2.COLOR_RGB2BGR)
-        self.video_writer.write(bgr)
+        self.last_bgr = cv2.cvtColor(out, cv2.COLOR_RGB2BGR)
+        self.video_writer.write(self.last_bgr)
         self.written += 1
+        self.segmented += 1
         if self.show:
-            cv2.imshow("tfseg", bgr)
+            cv2.imshow("tfseg", self.last_bgr)
             cv2.waitKey(1)
 
 
 def segment_video(
-    predictor, source, output, threshold=0.5, batch_size=1, smooth=0.0, show=False, tta=None, max_frames=None
+    predictor,
+    source,
+    output,
+    threshold=0.5,
+    batch_size=1,
+    smooth=0.0,
+    show=False,
+    tta=None,
+    max_frames=None,
+    live=None,
 ):
-    """Overlays `predictor`'s masks on every frame of `source` (a file or a camera index) into `output`.
+    """Overlays `predictor`'s masks on the frames of `source` (a file or a camera index) into `output`.
 
     `smooth` in [0, 1): exponential smoothing of the probabilities over time, p_t <- smooth * p_(t-1) +
-    (1 - smooth) * p_t (0: off). Returns the report: frames_in, frames_out, model_ms_mean/p95 (the runtime's
-    time per frame, batch time / batch size), model_fps, e2e_fps (frames written / wall time), runtime, ...
+    (1 - smooth) * p_t (0: off). `live` (default: for a camera): segment the newest frame, skipping those the
+    model cannot keep up with (a file is then read at its frame rate); one frame per batch. Returns the report:
+    frames_in, frames_out (written), frames_segmented, frames_skipped, model_ms_mean/p95 (the runtime's time per
+    frame, batch time / batch size), model_fps, e2e_fps (frames segmented / wall time), latency_ms_mean/p95 (read
+    to written), runtime, ...
     """
     if not 0.0 <= smooth < 1.0:
         raise ValueError(f"smooth must be in [0, 1), got {smooth}")
+    live = is_camera(source) if live is None else live
+    if live and batch_size != 1:
+        raise ValueError(f"live video segments the newest frame, one at a time: batch size 1, not {batch_size}")
     if not is_camera(source):
         files.refuse_overwrite([output], [source])
     check_extension(output)
@@ -228,6 +300,9 @@ def segment_video(
                     show,
                     tta,
                     max_frames,
+                    # a file played live is read at its frame rate; a camera delivers frames at its own
+                    1.0 / fps if live and not is_camera(source) else None,
+                    live,
                     {"input": str(source), "output": str(output), "codec": codec, "fps": fps, "size": list(size)},
                 )
             finally:
@@ -238,11 +313,14 @@ def segment_video(
             cv2.destroyAllWindows()
 
 
-def _run_pipeline(predictor, capture, video_writer, threshold, batch_size, smooth, show, tta, max_frames, report):
-    batches, stop, counts = queue.Queue(maxsize=4), threading.Event(), {"in": 0}
+def _run_pipeline(
+    predictor, capture, video_writer, threshold, batch_size, smooth, show, tta, max_frames, frame_seconds, live, report
+):
+    batches, stop, counts = NewestFrame() if live else queue.Queue(maxsize=4), threading.Event(), {"in": 0}
     writer = Writer(video_writer, predictor, threshold, smooth, show)
     reader = Worker(
-        lambda: read_batches(capture, predictor, batch_size, batches, stop, counts, max_frames), "video-reader"
+        lambda: read_batches(capture, predictor, batch_size, batches, stop, counts, max_frames, frame_seconds),
+        "video-reader",
     )
     writer_thread = Worker(writer.run, "video-writer")
     model_ms, interrupted = [], False
@@ -251,10 +329,10 @@ def _run_pipeline(predictor, capture, video_writer, threshold, batch_size, smoot
     writer_thread.start()
     try:
         while writer_thread.is_alive() and (item := batches.get()) is not END:
-            frames, x = item
+            frames, x, last_index, read_at = item
             logits = predictor.logits(x, tta)
             model_ms += [1e3 * predictor.model_seconds / len(frames)] * len(frames)
-            hand_over(writer.items, (frames, logits, model_ms[-1]), writer_thread)
+            hand_over(writer.items, (frames, logits, model_ms[-1], last_index, read_at), writer_thread)
     except KeyboardInterrupt:
         interrupted = True
         log.warning("Interrupted: finishing the frames already predicted")
@@ -270,16 +348,24 @@ def _run_pipeline(predictor, capture, video_writer, threshold, batch_size, smoot
     for worker in (writer_thread, reader):
         if worker.error is not None:
             raise worker.error
+    if live and not interrupted:
+        writer.finish_live(counts["in"])
     wall = time.perf_counter() - start
     mean = float(np.mean(model_ms)) if model_ms else float("nan")
+    latency_ms = 1e3 * np.array(writer.latencies)
     return {
         **report,
+        "live": live,
         "frames_in": counts["in"],
         "frames_out": writer.written,
+        "frames_segmented": writer.segmented,
+        "frames_skipped": batches.skipped if live else 0,
         "model_ms_mean": round(mean, 2),
         "model_ms_p95": round(float(np.percentile(model_ms, 95)), 2) if model_ms else float("nan"),
         "model_fps": round(1e3 / mean, 2) if model_ms else 0.0,
-        "e2e_fps": round(writer.written / wall, 2),
+        "e2e_fps": round(writer.segmented / wall, 2),
+        "latency_ms_mean": round(float(latency_ms.mean()), 2) if len(latency_ms) else float("nan"),
+        "latency_ms_p95": round(float(np.percentile(latency_ms, 95)), 2) if len(latency_ms) else float("nan"),
         "wall_s": round(wall, 2),
         "runtime": predictor.runtime.name,
         "batch_size": batch_size,
