@@ -22,7 +22,8 @@ from tfseg.export import export_model as export
 from tfseg.files import ModelFileError
 from tfseg.inference import Predictor, segment_video
 from tfseg.inference.predictor import host_probabilities, logits_to_probability
-from tfseg.inference.runtimes import SavedModelRuntime
+from tfseg.inference.runtimes import SavedModelRuntime, cpu_threads
+from tfseg.inference.video import model_predictors
 from tfseg.models import PraNet
 
 INPUT_SIZE = 64
@@ -165,6 +166,19 @@ def test_batch_and_flip_tta(exported, image):
     np.testing.assert_allclose(tta, (batch[0] + batch[1][:, ::-1]) / 2, atol=1e-6)
     assert np.max(np.abs(tta - batch[0])) > 1e-4
     assert predictor.model_seconds > 0
+
+
+def test_a_replica_runs_its_own_runtime_of_the_same_file(exported, image):
+    """The video's second model worker: the same file opened again with its own threads; the TensorFlow
+    runtimes have none (their calls share TensorFlow's thread pool)."""
+    _, folder = exported
+    for runtime in ("tflite", "onnx"):
+        predictor = Predictor.load(folder, runtime=runtime)
+        replica = predictor.replica(1)
+        assert replica.runtime is not predictor.runtime and replica.runtime.name == runtime
+        assert replica.runtime.threads == 1 and replica.runtime.path == predictor.runtime.path
+        np.testing.assert_allclose(replica.predict(image), predictor.predict(image), atol=1e-6)
+    assert Predictor.load(folder, runtime="savedmodel").replica(1) is None
 
 
 def test_export_fails_loudly_beyond_the_tolerance(exported, tmp_path):
@@ -325,14 +339,35 @@ def test_infer_video_overlays_every_frame_and_reports(exported, tmp_path, capsys
     assert out[:8, :40].mean() < first[:8, :40].mean() - 20
 
 
+class FakeRuntime:
+    name, threads = "fake", None
+
+
+class FakeFileRuntime(FakeRuntime):
+    def with_threads(self, threads):
+        runtime = FakeFileRuntime()
+        runtime.threads = threads
+        return runtime
+
+
 class FakePredictor:
-    """A Predictor stand-in whose model gives logits of 2 everywhere after `seconds`, and raises KeyboardInterrupt
-    (Ctrl-C) on its call number `interrupt_on`."""
+    """A Predictor stand-in whose model gives logits of `logit` everywhere after `seconds`, and raises
+    KeyboardInterrupt (Ctrl-C) on its call number `interrupt_on`, RuntimeError on `fail_on`. With `replicas`
+    [(seconds, fail_on), ...] it has replicas (as a TFLite or ONNX file's), made in that order into `made`."""
 
-    runtime, tta = type("Runtime", (), {"name": "fake"})(), False
+    tta = False
 
-    def __init__(self, seconds=0.0, interrupt_on=None):
+    def __init__(self, seconds=0.0, interrupt_on=None, replicas=(), logit=2.0, fail_on=None):
         self.seconds, self.interrupt_on, self.calls, self.model_seconds = seconds, interrupt_on, 0, seconds or 0.01
+        self.logit, self.fail_on, self.replicas, self.made = logit, fail_on, list(replicas), []
+        self.runtime = FakeFileRuntime() if replicas else FakeRuntime()
+
+    def replica(self, threads):
+        seconds, fail_on = self.replicas[len(self.made)]
+        replica = FakePredictor(seconds, logit=self.logit, fail_on=fail_on)
+        replica.runtime = self.runtime.with_threads(threads)
+        self.made.append(replica)
+        return replica
 
     def prepare(self, images):
         return images
@@ -341,8 +376,10 @@ class FakePredictor:
         self.calls += 1
         if self.calls == self.interrupt_on:
             raise KeyboardInterrupt
+        if self.calls == self.fail_on:
+            raise RuntimeError("the model failed")
         time.sleep(self.seconds)
-        return np.full((*x.shape[:3], 1), 2.0, np.float32)
+        return np.full((*x.shape[:3], 1), self.logit, np.float32)
 
     def finish(self, logits, size, count=None):
         return 1 / (1 + np.exp(-logits[..., 0]))
@@ -360,6 +397,39 @@ def test_ctrl_c_keeps_the_frames_done_and_releases_the_video(tmp_path):
     report = segment_video(FakePredictor(interrupt_on=3), str(clip), str(tmp_path / "o.avi"))
     assert report["interrupted"] and report["frames_out"] == 2 and report["codec"] == "MJPG"
     assert frame_count(tmp_path / "o.avi") == 2
+
+
+def test_model_workers_finishing_out_of_order_keep_the_frames_order(tmp_path):
+    """Two model workers, one 0.05 s a call, the other at once: batches finish out of order, the video keeps
+    the order read (frame i of the clip is grey level 8 i, left as it is: no polyp found)."""
+    clip = tmp_path / "grey.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (48, 32))
+    for i in range(24):
+        writer.write(np.full((32, 48, 3), 8 * i, np.uint8))
+    writer.release()
+    predictor = FakePredictor(replicas=[(0.05, None), (0.0, None)], logit=-2.0)
+    report = segment_video(predictor, str(clip), str(tmp_path / "o.avi"), model_workers=2)
+    assert report["model_workers"] == 2 and report["model_threads"] == max(1, cpu_threads() // 2)
+    assert report["frames_in"] == report["frames_out"] == 24
+    capture = cv2.VideoCapture(str(tmp_path / "o.avi"))
+    grey = np.array([capture.read()[1][24, 24, 1] for _ in range(24)], int)
+    capture.release()
+    assert np.all(np.abs(grey - 8 * np.arange(24)) <= 2), grey
+    # two by default for a file on 2 cores or more; one live, or for a runtime that cannot be opened twice
+    assert len(model_predictors(FakePredictor(replicas=[(0, None)] * 2), live=False)) == min(2, cpu_threads())
+    assert len(model_predictors(FakePredictor(replicas=[(0, None)] * 2), live=True)) == 1
+    assert len(model_predictors(FakePredictor(), live=False)) == 1
+    for live, workers, message in ((True, 2, "one model worker"), (False, 0, "1 or more")):
+        with pytest.raises(ValueError, match=message):
+            model_predictors(FakePredictor(replicas=[(0, None)] * 2), live, workers)
+    with pytest.raises(ValueError, match="fake runtime runs in one model worker"):
+        segment_video(FakePredictor(), str(clip), str(tmp_path / "x.avi"), model_workers=2)
+    # a worker whose model fails stops the video: the calling thread's (0.05 s a call) takes no more batches
+    # (else the writer would hold every later frame for the batch that will not come); no file is left
+    failing = FakePredictor(replicas=[(0.05, None), (0.0, 3)])
+    with pytest.raises(RuntimeError, match="the model failed"):
+        segment_video(failing, str(clip), str(tmp_path / "x.avi"), model_workers=2)
+    assert failing.made[0].calls <= 2 and not (tmp_path / "x.avi").exists()
 
 
 def test_live_video_segments_the_newest_frame_and_keeps_the_timing(tmp_path):
@@ -390,6 +460,7 @@ def test_video_errors_are_clear(exported, tmp_path):
         (["--video", str(clip), "--output", str(blocker / "o.mp4")], "Cannot create the output folder"),
         (["--video", str(clip), "--output", str(tmp_path / "o.webm")], "Unsupported output extension"),
         (["--video", str(clip), "--live", "--batchsize", "4"], "live video segments the newest frame"),
+        (["--video", str(clip), "--live", "--model_workers", "2"], "one model worker"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit, match=message):

@@ -31,6 +31,13 @@ def parse_args(argv=None):
         "(default: on for a camera, off for a file; on for a file reads it at its frame rate, as a camera would "
         "deliver it); the output holds each overlay until the next, keeping the source's timing",
     )
+    add(
+        p,
+        "model_workers",
+        type=int,
+        help="runtimes run in parallel, each on its share of the cores (default: 2 for a file on 2 cores or more "
+        "with a TFLite or ONNX file, else 1; live always 1)",
+    )
     add(p, "max_frames", type=int, help="stop after this many frames")
     cli.add_verbose_flag(p)
     return p.parse_args(argv)
@@ -56,6 +63,7 @@ def segment(args):
         args.show,
         max_frames=args.max_frames,
         live=args.live,
+        model_workers=args.model_workers,
     )
     print(json.dumps(report, indent=2))
     if args.report:

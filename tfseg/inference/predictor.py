@@ -9,6 +9,7 @@ model file: a file that is not the one exported with that metadata is refused, n
 post-processing are the same for every runtime: TensorFlow's antialiased resize in, OpenCV's bilinear resize out.
 """
 
+import copy
 import json
 import logging
 import time
@@ -312,6 +313,16 @@ class Predictor:
     def threshold(self):
         """The threshold chosen on validation at training (tfseg.json), or None."""
         return (self.metadata.get("training") or {}).get("threshold", {}).get("value")
+
+    def replica(self, threads):
+        """This predictor over a runtime of its own with `threads` threads (the same file opened again), for a
+        second model worker in the video pipeline; None for the TensorFlow runtimes (Keras, SavedModel), whose
+        calls already share TensorFlow's thread pool."""
+        if not hasattr(self.runtime, "with_threads"):
+            return None
+        replica = copy.copy(self)
+        replica.runtime, replica.model_seconds = self.runtime.with_threads(threads), 0.0
+        return replica
 
     def prepare(self, images):
         """uint8 RGB batch (B, H, W, 3) -> the model's input batch (numpy)."""

@@ -147,7 +147,18 @@ def static_size(shape):
     )
 
 
-class OnnxRuntime:
+class FileRuntime:
+    """A runtime over a model file, with its own threads: `with_threads` opens the file again, so that two video
+    model workers each run a runtime of their own (tfseg.inference.video)."""
+
+    def with_threads(self, threads):
+        """Another runtime of the same file with `threads` threads (and the same name)."""
+        runtime = type(self)(self.path, threads)
+        runtime.name = self.name
+        return runtime
+
+
+class OnnxRuntime(FileRuntime):
     name = "onnx"
 
     def __init__(self, path, threads=None):
@@ -157,7 +168,8 @@ class OnnxRuntime:
             raise ImportError("Running .onnx files needs onnxruntime: pip install -r requirements.txt") from error
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or cpu_threads()
+        self.path, self.threads = path, threads or cpu_threads()
+        options.intra_op_num_threads = self.threads
         self.session = ort.InferenceSession(str(path), options, providers=ort.get_available_providers())
         model_input = self.session.get_inputs()[0]
         self.input_name, self.input_size = model_input.name, static_size(model_input.shape)
@@ -176,11 +188,12 @@ def tflite_interpreter(path, threads):
     return Interpreter(model_path=str(path), num_threads=threads)
 
 
-class TFLiteRuntime:
+class TFLiteRuntime(FileRuntime):
     name = "tflite"
 
     def __init__(self, path, threads=None):
-        self.interpreter = tflite_interpreter(path, threads or cpu_threads())
+        self.path, self.threads = path, threads or cpu_threads()
+        self.interpreter = tflite_interpreter(path, self.threads)
         model_input = self.interpreter.get_input_details()[0]
         self.input_index, self.input_size = model_input["index"], static_size(model_input["shape_signature"])
         self.output_index = self.interpreter.get_output_details()[0]["index"]  # exported with one output

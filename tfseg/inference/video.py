@@ -1,8 +1,13 @@
 """`segment_video`: a Predictor over a video file or camera -> an overlaid video and a JSON-able report.
 
 Three stages run concurrently, so the end-to-end rate approaches the model's: a reader thread decodes frames
-(OpenCV gives BGR; converted to RGB for the model) and prepares batches, the calling thread runs the model, a
-writer thread turns logits into probabilities, draws the overlay and HUD, encodes and (with `show`) displays.
+(OpenCV gives BGR; converted to RGB for the model) and prepares batches, model workers (the calling thread, and a
+second one where it pays) run the model, a writer thread turns logits into probabilities (in the frames' order),
+draws the overlay and HUD, encodes and (with `show`) displays.
+
+Two model workers, each with a runtime of its own on half the cores, keep the cores busier than one runtime on all
+of them, whose threads wait for each other at every layer while the reader and writer take a core: on 2 cores,
+PraNet-MobileNetV2 int8 at 352, 1.17-1.39x the frames per second (docs/BENCHMARKS.md, "Two model workers").
 
 Both OpenCV handles are released on every exit, errors and Ctrl-C included. The video is written under a temporary
 name and moved into place once finalised, so a failure or a kill never leaves a half-written file at `output` (nor
@@ -14,6 +19,7 @@ keep up with are skipped, so the overlay stays current instead of falling furthe
 each overlay until the next, so it keeps the source's timing and shows what a viewer saw.
 """
 
+import itertools
 import logging
 import os
 import queue
@@ -27,6 +33,7 @@ import numpy as np
 
 from tfseg import files
 from tfseg.inference.overlay import binary_mask, draw_hud, draw_overlay
+from tfseg.inference.runtimes import cpu_threads
 
 log = logging.getLogger(__name__)
 # H.264 first; OpenCV's pip wheels cannot encode it and say so only through isOpened()
@@ -159,11 +166,11 @@ class NewestFrame:
         return self.get(timeout=0)
 
 
-def read_batches(capture, predictor, batch_size, batches, stop, counts, max_frames=None, frame_seconds=None):
+def read_batches(capture, predictor, batch_size, batches, stop, counts, max_frames=None, frame_seconds=None, ends=1):
     """Reader thread: batches of up to `batch_size` RGB frames (fewer only at the end) with the model input
     prepared from them, the index of their last frame and the time it was read, into `batches` until the stream
-    ends, `max_frames` or `stop`; then END. `frame_seconds`: read frame i no earlier than i * frame_seconds after
-    the start (a file played as a camera delivers it)."""
+    ends, `max_frames` or `stop`; then `ends` ENDs (one for each model worker). `frame_seconds`: read frame i no
+    earlier than i * frame_seconds after the start (a file played as a camera delivers it)."""
     try:
         ended, start = False, time.perf_counter()
         while not ended and not stop.is_set():
@@ -186,13 +193,15 @@ def read_batches(capture, predictor, batch_size, batches, stop, counts, max_fram
                     except queue.Full:
                         continue
     finally:
-        batches.put(END)
+        for _ in range(ends):
+            batches.put(END)
 
 
 class Writer:
-    """Writer thread: probabilities from logits (+ smoothing), overlay + HUD, encode (+ display). Live, a frame
-    that follows skipped ones is preceded by its predecessor's overlay once per skipped frame (what a viewer saw
-    meanwhile), and `finish_live` holds the last overlay to the stream's end: the video keeps the source's timing."""
+    """Writer thread: probabilities from logits (+ smoothing), overlay + HUD, encode (+ display), batch after
+    batch in the order the model workers took them (they may finish out of order). Live, a frame that follows
+    skipped ones is preceded by its predecessor's overlay once per skipped frame (what a viewer saw meanwhile), and
+    `finish_live` holds the last overlay to the stream's end: the video keeps the source's timing."""
 
     def __init__(self, video_writer, predictor, threshold, smooth, show):
         self.video_writer, self.predictor, self.threshold, self.smooth, self.show = (
@@ -206,26 +215,32 @@ class Writer:
         self.written, self.segmented, self.latencies, self.last_index, self.last_bgr = 0, 0, [], -1, None
 
     def run(self):
+        waiting, number = {}, 0  # batches done before an earlier one, by their number
         while (item := self.items.get()) is not END:
-            frames, logits, model_ms, last_index, read_at = item
-            probabilities = self.predictor.finish(logits, frames[0].shape[:2], len(frames))
-            indices = range(last_index - len(frames) + 1, last_index + 1)
-            for index, frame, probability in zip(indices, frames, probabilities):
-                if self.smooth:
-                    self.smoothed = (
-                        probability
-                        if self.smoothed is None
-                        else self.smooth * self.smoothed + (1 - self.smooth) * probability
-                    )
-                    probability = self.smoothed
-                first = self.last_bgr is None
-                if not first:
-                    self.hold_last_overlay(index - self.last_index - 1)
-                self.write(frame, probability, model_ms)
-                if first:  # frames skipped before the first overlay: it stands for them
-                    self.hold_last_overlay(index)
-                self.last_index = index
-            self.latencies.append(time.perf_counter() - read_at)
+            waiting[item[0]] = item[1:]
+            while number in waiting:
+                self.write_batch(*waiting.pop(number))
+                number += 1
+
+    def write_batch(self, frames, logits, model_ms, last_index, read_at):
+        probabilities = self.predictor.finish(logits, frames[0].shape[:2], len(frames))
+        indices = range(last_index - len(frames) + 1, last_index + 1)
+        for index, frame, probability in zip(indices, frames, probabilities):
+            if self.smooth:
+                self.smoothed = (
+                    probability
+                    if self.smoothed is None
+                    else self.smooth * self.smoothed + (1 - self.smooth) * probability
+                )
+                probability = self.smoothed
+            first = self.last_bgr is None
+            if not first:
+                self.hold_last_overlay(index - self.last_index - 1)
+            self.write(frame, probability, model_ms)
+            if first:  # frames skipped before the first overlay: it stands for them
+                self.hold_last_overlay(index)
+            self.last_index = index
+        self.latencies.append(time.perf_counter() - read_at)
 
     def hold_last_overlay(self, frames):
         for _ in range(frames):
@@ -261,21 +276,25 @@ def segment_video(
     tta=None,
     max_frames=None,
     live=None,
+    model_workers=None,
 ):
     """Overlays `predictor`'s masks on the frames of `source` (a file or a camera index) into `output`.
 
     `smooth` in [0, 1): exponential smoothing of the probabilities over time, p_t <- smooth * p_(t-1) +
     (1 - smooth) * p_t (0: off). `live` (default: for a camera): segment the newest frame, skipping those the
-    model cannot keep up with (a file is then read at its frame rate); one frame per batch. Returns the report:
-    frames_in, frames_out (written), frames_segmented, frames_skipped, model_ms_mean/p95 (the runtime's time per
-    frame, batch time / batch size), model_fps, e2e_fps (frames segmented / wall time), latency_ms_mean/p95 (read
-    to written), runtime, ...
+    model cannot keep up with (a file is then read at its frame rate); one frame per batch. `model_workers`:
+    runtimes run in parallel (default: `model_predictors`). Returns the report: frames_in, frames_out
+    (written), frames_segmented, frames_skipped, model_workers, model_threads (each worker's), model_ms_mean/p95
+    (a worker's time in the runtime per frame, batch time / batch size), model_fps (what the workers together
+    segment per second at that time), e2e_fps (frames segmented / wall time), latency_ms_mean/p95 (read to
+    written), runtime, ...
     """
     if not 0.0 <= smooth < 1.0:
         raise ValueError(f"smooth must be in [0, 1), got {smooth}")
     live = is_camera(source) if live is None else live
     if live and batch_size != 1:
         raise ValueError(f"live video segments the newest frame, one at a time: batch size 1, not {batch_size}")
+    predictors = model_predictors(predictor, live, model_workers)
     if not is_camera(source):
         files.refuse_overwrite([output], [source])
     check_extension(output)
@@ -291,7 +310,7 @@ def segment_video(
             video_writer, codec = open_writer(temporary, fps, size, name=output)
             try:
                 return _run_pipeline(
-                    predictor,
+                    predictors,
                     capture,
                     video_writer,
                     threshold,
@@ -313,31 +332,86 @@ def segment_video(
             cv2.destroyAllWindows()
 
 
+def model_predictors(predictor, live, workers=None):
+    """The predictors of the model workers: `predictor` alone, or `workers` replicas of it, each with a runtime of
+    its own on cpu_threads() // workers threads. Default: two for a file on a CPU of 2 threads or more when the
+    runtime can be opened twice (TFLite, ONNX Runtime); one live (the newest frame goes to the model at once) or
+    for the TensorFlow runtimes. ValueError where more than one cannot run."""
+    replicable = hasattr(predictor.runtime, "with_threads")
+    if workers is None:
+        workers = 2 if not live and replicable and cpu_threads() >= 2 else 1
+    if workers < 1:
+        raise ValueError(f"model workers must be 1 or more, not {workers}")
+    if workers == 1:
+        return [predictor]
+    if live:
+        raise ValueError(f"live video segments the newest frame, one at a time: one model worker, not {workers}")
+    if not replicable:
+        raise ValueError(
+            f"the {predictor.runtime.name} runtime runs in one model worker (TensorFlow's calls share its thread "
+            "pool); several workers run TFLite and ONNX files"
+        )
+    threads = max(1, cpu_threads() // workers)
+    return [predictor.replica(threads) for _ in range(workers)]
+
+
+def run_model(predictor, take, writer, writer_thread, tta, model_ms):
+    """A model worker: logits of the batches it takes, handed to the writer with the batch's number; the time
+    per frame in the runtime appended to `model_ms`."""
+    while (taken := take()) is not None:
+        number, (frames, x, last_index, read_at) = taken
+        logits = predictor.logits(x, tta)
+        frame_ms = 1e3 * predictor.model_seconds / len(frames)
+        model_ms.extend([frame_ms] * len(frames))
+        hand_over(writer.items, (number, frames, logits, frame_ms, last_index, read_at), writer_thread)
+
+
 def _run_pipeline(
-    predictor, capture, video_writer, threshold, batch_size, smooth, show, tta, max_frames, frame_seconds, live, report
+    predictors, capture, video_writer, threshold, batch_size, smooth, show, tta, max_frames, frame_seconds, live, report
 ):
+    predictor = predictors[0]
     batches, stop, counts = NewestFrame() if live else queue.Queue(maxsize=4), threading.Event(), {"in": 0}
     writer = Writer(video_writer, predictor, threshold, smooth, show)
     reader = Worker(
-        lambda: read_batches(capture, predictor, batch_size, batches, stop, counts, max_frames, frame_seconds),
+        lambda: read_batches(
+            capture, predictor, batch_size, batches, stop, counts, max_frames, frame_seconds, len(predictors)
+        ),
         "video-reader",
     )
     writer_thread = Worker(writer.run, "video-writer")
+    numbers, taking = itertools.count(), threading.Lock()
+
+    def take():
+        """The next batch and its number, in the order read; None at the end, when stopped or the writer died."""
+        with taking:
+            if stop.is_set() or not writer_thread.is_alive():
+                return None
+            item = batches.get()
+            return None if item is END else (next(numbers), item)
+
+    def run_other_model(predictor):
+        try:
+            run_model(predictor, take, writer, writer_thread, tta, model_ms)
+        except BaseException:
+            stop.set()  # the batch it took will not come: the writer could write no further
+            raise
+
     model_ms, interrupted = [], False
+    workers = [Worker(lambda p=p: run_other_model(p), f"video-model-{i}") for i, p in enumerate(predictors[1:], 1)]
     start = time.perf_counter()
     reader.start()
     writer_thread.start()
+    for worker in workers:
+        worker.start()
     try:
-        while writer_thread.is_alive() and (item := batches.get()) is not END:
-            frames, x, last_index, read_at = item
-            logits = predictor.logits(x, tta)
-            model_ms += [1e3 * predictor.model_seconds / len(frames)] * len(frames)
-            hand_over(writer.items, (frames, logits, model_ms[-1], last_index, read_at), writer_thread)
+        run_model(predictor, take, writer, writer_thread, tta, model_ms)  # Ctrl-C reaches this thread
     except KeyboardInterrupt:
         interrupted = True
         log.warning("Interrupted: finishing the frames already predicted")
     finally:
         stop.set()
+        for worker in workers:
+            worker.join()
         hand_over(writer.items, END, writer_thread)
         writer_thread.join()
         while reader.is_alive():  # unblock a reader waiting on a full queue
@@ -345,7 +419,7 @@ def _run_pipeline(
                 batches.get_nowait()
             except queue.Empty:
                 reader.join(0.05)
-    for worker in (writer_thread, reader):
+    for worker in (*workers, writer_thread, reader):
         if worker.error is not None:
             raise worker.error
     if live and not interrupted:
@@ -360,9 +434,11 @@ def _run_pipeline(
         "frames_out": writer.written,
         "frames_segmented": writer.segmented,
         "frames_skipped": batches.skipped if live else 0,
+        "model_workers": len(predictors),
+        "model_threads": getattr(predictor.runtime, "threads", None),
         "model_ms_mean": round(mean, 2),
         "model_ms_p95": round(float(np.percentile(model_ms, 95)), 2) if model_ms else float("nan"),
-        "model_fps": round(1e3 / mean, 2) if model_ms else 0.0,
+        "model_fps": round(len(predictors) * 1e3 / mean, 2) if model_ms else 0.0,
         "e2e_fps": round(writer.segmented / wall, 2),
         "latency_ms_mean": round(float(latency_ms.mean()), 2) if len(latency_ms) else float("nan"),
         "latency_ms_p95": round(float(np.percentile(latency_ms, 95)), 2) if len(latency_ms) else float("nan"),
