@@ -327,6 +327,9 @@ def test_infer_video_overlays_every_frame_and_reports(exported, tmp_path, capsys
     assert report["frames_in"] == report["frames_out"] == report["frames_segmented"] == 12
     assert not report["live"] and report["frames_skipped"] == 0
     assert report["runtime"] == fastest(folder) and report["codec"] in ("avc1", "mp4v") and not report["interrupted"]
+    # a TFLite or ONNX file runs in two model workers on 2 cores or more, the TensorFlow runtimes in one
+    file_runtime = report["runtime"] in ("tflite", "onnx")
+    assert report["model_workers"] == (2 if file_runtime and cpu_threads() >= 2 else 1)
     for key in ("model_ms_mean", "model_ms_p95", "e2e_fps", "model_fps", "latency_ms_mean", "latency_ms_p95"):
         assert report[key] > 0
     assert '"frames_out": 12' in capsys.readouterr().out
