@@ -64,27 +64,40 @@ def importable(name):
     return not name.startswith("onnx") or importlib.util.find_spec("onnxruntime") is not None
 
 
-def interleaved_times(runtimes, x, runs, warmup, budget_s=None, min_runs=3):
-    """{name: [milliseconds of each call]} of each runtime of {name: runtime} on the batch `x`, the calls
-    interleaved (a change in the machine's load hits every runtime alike), after `warmup` calls each: `runs`
-    rounds, or fewer (at least `min_runs`) once the rounds have taken `budget_s` seconds."""
-    for runtime in runtimes.values():
-        for _ in range(warmup):
-            runtime(x)
+SETTLE_S = 0.1  # each runtime runs at least this long, untimed, before its timed calls in a round
+
+
+def interleaved_times(runtimes, x, runs, warmup, budget_s=None, min_runs=3, rounds=2):
+    """{name: [milliseconds of each timed call]} of each runtime of {name: runtime} on the batch `x`, in `rounds`
+    rounds (a change in the machine's load reaches every runtime): in each, every runtime in turn first runs
+    untimed (`warmup` calls in the first round, one later, and at least SETTLE_S seconds), then makes its share of
+    `runs` timed calls. Untimed first, because a runtime called right after another ran up to 2x slower until it
+    had run a few times (TFLite after ONNX Runtime, in one process; docs/BENCHMARKS.md): timed call by call in
+    turn, both looked twice as slow as alone. Once `budget_s` seconds have passed, a runtime with `min_runs`
+    timed calls makes no more."""
     times = {name: [] for name in runtimes}
+    share = -(-runs // rounds)
     started = time.perf_counter()
-    for done in range(runs):
-        if budget_s is not None and done >= min_runs and time.perf_counter() - started > budget_s:
-            break
+    over_budget = lambda: budget_s is not None and time.perf_counter() - started > budget_s
+    for round_number in range(rounds):
         for name, runtime in runtimes.items():
-            start = time.perf_counter()
-            runtime(x)
-            times[name].append(1e3 * (time.perf_counter() - start))
+            if len(times[name]) >= runs or (over_budget() and len(times[name]) >= min_runs):
+                continue
+            settle_start, calls = time.perf_counter(), 0
+            while calls < (warmup if round_number == 0 else 1) or time.perf_counter() - settle_start < SETTLE_S:
+                runtime(x)
+                calls += 1
+            for _ in range(share):
+                if len(times[name]) >= runs or (over_budget() and len(times[name]) >= min_runs):
+                    break
+                start = time.perf_counter()
+                runtime(x)
+                times[name].append(1e3 * (time.perf_counter() - start))
     return times
 
 
 def median_latencies(runtimes, input_size, runs=10, warmup=3, budget_s=5.0):
-    """{name: median milliseconds} of `interleaved_times` on one random (1, h, w, 3) batch: 10 rounds for a
+    """{name: median milliseconds} of `interleaved_times` on one random (1, h, w, 3) batch: 10 timed calls for a
     model of ~0.1 s a call, 3 for one of seconds (an HRNet-W48 at a fundus image's size)."""
     x = np.random.default_rng(0).normal(size=(1, *input_size, 3)).astype("float32")
     times = interleaved_times(runtimes, x, runs, warmup, budget_s)
