@@ -64,17 +64,19 @@ def importable(name):
     return not name.startswith("onnx") or importlib.util.find_spec("onnxruntime") is not None
 
 
-SETTLE_S = 0.1  # each runtime runs at least this long, untimed, before its timed calls in a round
+# before its timed calls in a round, each runtime runs untimed SETTLE_CALLS times or SETTLE_S seconds, whichever
+# ends first (right after another runtime's call, a TFLite file ran 2x slower, and at its own speed again after 8)
+SETTLE_CALLS, SETTLE_S = 8, 0.1
 
 
 def interleaved_times(runtimes, x, runs, warmup, budget_s=None, min_runs=3, rounds=2):
     """{name: [milliseconds of each timed call]} of each runtime of {name: runtime} on the batch `x`, in `rounds`
     rounds (a change in the machine's load reaches every runtime): in each, every runtime in turn first runs
-    untimed (`warmup` calls in the first round, one later, and at least SETTLE_S seconds), then makes its share of
-    `runs` timed calls. Untimed first, because a runtime called right after another ran up to 2x slower until it
-    had run a few times (TFLite after ONNX Runtime, in one process; docs/BENCHMARKS.md): timed call by call in
-    turn, both looked twice as slow as alone. Once `budget_s` seconds have passed, a runtime with `min_runs`
-    timed calls makes no more."""
+    untimed (`warmup` calls in the first round, one later, and SETTLE_CALLS calls or SETTLE_S seconds), then makes
+    its share of `runs` timed calls. Untimed first, because a runtime called right after another ran up to 2x
+    slower until it had run a few times (TFLite after ONNX Runtime, in one process; docs/BENCHMARKS.md): timed
+    call by call in turn, both looked twice as slow as alone. Once `budget_s` seconds have passed, a runtime with
+    `min_runs` timed calls makes no more."""
     times = {name: [] for name in runtimes}
     share = -(-runs // rounds)
     started = time.perf_counter()
@@ -84,7 +86,9 @@ def interleaved_times(runtimes, x, runs, warmup, budget_s=None, min_runs=3, roun
             if len(times[name]) >= runs or (over_budget() and len(times[name]) >= min_runs):
                 continue
             settle_start, calls = time.perf_counter(), 0
-            while calls < (warmup if round_number == 0 else 1) or time.perf_counter() - settle_start < SETTLE_S:
+            while calls < (warmup if round_number == 0 else 1) or (
+                calls < SETTLE_CALLS and time.perf_counter() - settle_start < SETTLE_S
+            ):
                 runtime(x)
                 calls += 1
             for _ in range(share):
