@@ -22,7 +22,7 @@ from tfseg.export import export_model as export
 from tfseg.files import ModelFileError
 from tfseg.inference import Predictor, segment_video
 from tfseg.inference.predictor import host_probabilities, logits_to_probability
-from tfseg.inference.runtimes import SavedModelRuntime, cpu_threads
+from tfseg.inference.runtimes import KerasRuntime, SavedModelRuntime, cpu_threads
 from tfseg.inference.video import model_predictors
 from tfseg.models import PraNet
 
@@ -171,14 +171,14 @@ def test_batch_and_flip_tta(exported, image):
 def test_a_replica_runs_its_own_runtime_of_the_same_file(exported, image):
     """The video's second model worker: the same file opened again with its own threads; the TensorFlow
     runtimes have none (their calls share TensorFlow's thread pool)."""
-    _, folder = exported
+    model, folder = exported
     for runtime in ("tflite", "onnx"):
         predictor = Predictor.load(folder, runtime=runtime)
         replica = predictor.replica(1)
         assert replica.runtime is not predictor.runtime and replica.runtime.name == runtime
         assert replica.runtime.threads == 1 and replica.runtime.path == predictor.runtime.path
         np.testing.assert_allclose(replica.predict(image), predictor.predict(image), atol=1e-6)
-    assert Predictor.load(folder, runtime="savedmodel").replica(1) is None
+    assert Predictor(KerasRuntime(model, -1), INPUT_SIZE, "tf", "sigmoid", "polyp").replica(1) is None
 
 
 def test_export_fails_loudly_beyond_the_tolerance(exported, tmp_path):
