@@ -294,11 +294,11 @@ def segment_video(
     live = is_camera(source) if live is None else live
     if live and batch_size != 1:
         raise ValueError(f"live video segments the newest frame, one at a time: batch size 1, not {batch_size}")
-    predictors = model_predictors(predictor, live, model_workers)
     if not is_camera(source):
         files.refuse_overwrite([output], [source])
     check_extension(output)
     check_writable(output)
+    predictors = model_predictors(predictor, live, model_workers)  # the replicas once the output can be written
     capture = open_capture(source)
     try:
         fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
